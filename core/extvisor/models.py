@@ -1,0 +1,180 @@
+"""The two documents extvisor reads, as pydantic models.
+
+`ServiceSpec` is the Talos v1.12 extension-service format; `ExtensionServiceConfig` the
+machine-config document that adds files and environment to a service. The same models
+are the daemon's API schema.
+
+Talos decodes service files non-strictly: unknown keys are kept here (``extra="allow"``)
+only so the loader can warn about them, then dropped. ExtensionServiceConfig is strict.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+NAME_RE = re.compile(r"^[-_a-z0-9]+$")
+
+
+class Restart(str, enum.Enum):
+    always = "always"
+    never = "never"
+    untilSuccess = "untilSuccess"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Restart | None:
+        # Talos's enumer accepts any case.
+        if isinstance(value, str):
+            for member in cls:
+                if member.value.lower() == value.lower():
+                    return member
+        return None
+
+
+class _Lenient(BaseModel):
+    """Talos ignores unknown keys; we keep them for a warning, then drop them."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class IDMapping(_Lenient):
+    containerID: int
+    hostID: int
+    size: int
+
+
+class Mount(_Lenient):
+    """An OCI runtime-spec mount. Keys are the lower-cased Go field names, as Talos reads them."""
+
+    destination: str = ""
+    type: str = ""
+    source: str = ""
+    options: list[str] | None = None
+    uidmappings: list[IDMapping] | None = None
+    gidmappings: list[IDMapping] | None = None
+
+
+class Security(_Lenient):
+    # None keeps the runtime's defaults; [] clears them. The difference matters.
+    maskedPaths: list[str] | None = None
+    readonlyPaths: list[str] | None = None
+    writeableRootfs: bool = False
+    writeableSysfs: bool = False
+    rootfsPropagation: str = ""
+
+
+class Container(_Lenient):
+    entrypoint: str = ""
+    args: list[str] | None = None
+    environment: list[str] | None = None
+    environmentFile: str = Field("", json_schema_extra={"deprecated": True})
+    mounts: list[Mount] | None = None
+    security: Security = Field(default_factory=Security)
+
+
+class Dependency(BaseModel):
+    """One ``depends`` entry: exactly one kind (``service``, ``path``, ... or a plugin's key).
+
+    Kinds are registered by condition plugins, so the model holds the key and its value;
+    the loader validates the value against the kind's own type.
+    """
+
+    kind: str
+    value: Any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mapping(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) != {"kind", "value"}:
+            if len(data) != 1:
+                raise ValueError("a dependency sets exactly one kind")
+            ((kind, value),) = data.items()
+            return {"kind": kind, "value": value}
+        return data
+
+    @model_serializer
+    def _to_mapping(self) -> dict[str, Any]:
+        return {self.kind: self.value}
+
+
+class ServiceSpec(_Lenient):
+    """An extension service, as in ``/usr/local/etc/containers/<name>.yaml``."""
+
+    name: str = ""
+    container: Container = Field(default_factory=Container)
+    depends: list[Dependency] | None = None
+    restart: Restart | None = None
+    logToConsole: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"ext-{self.name}"
+
+    def service_dependencies(self) -> list[str]:
+        return [d.value for d in self.depends or () if d.kind == "service"]
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str
+    mountPath: str
+
+    @field_validator("content", "mountPath")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("mountPath")
+    @classmethod
+    def _absolute_and_clean(cls, value: str) -> str:
+        if not posixpath.isabs(value):
+            raise ValueError(f"mount path {value!r} is not absolute")
+        if ".." in value.split("/"):
+            raise ValueError(f"mount path {value!r} contains '..'")
+        return value
+
+
+class ExtensionServiceConfig(BaseModel):
+    """``kind: ExtensionServiceConfig``: files and environment for the service ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    apiVersion: str
+    kind: str
+    name: str
+    configFiles: list[ConfigFile] | None = None
+    environment: list[str] | None = None
+
+    @field_validator("apiVersion")
+    @classmethod
+    def _v1alpha1(cls, value: str) -> str:
+        if value != "v1alpha1":
+            raise ValueError(f"apiVersion must be v1alpha1, not {value!r}")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value != "ExtensionServiceConfig":
+            raise ValueError(f"kind must be ExtensionServiceConfig, not {value!r}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value:
+            raise ValueError("name is required")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> ExtensionServiceConfig:
+        if not self.configFiles and not self.environment:
+            raise ValueError(f"no config files or environment for extension {self.name!r}")
+        return self

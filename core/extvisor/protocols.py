@@ -1,0 +1,170 @@
+"""What a backend or a condition implements, and what it is handed.
+
+pluggy finds plugins; these Protocols are the runtime contract with the objects they
+register. A backend launches one container per service run; a condition waits.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .models import ExtensionServiceConfig, ServiceSpec
+
+
+class BackendError(Exception):
+    """A backend could not do what was asked; the message is shown in the service's events."""
+
+
+class BackendUnavailable(BackendError):
+    """The runtime (a daemon socket, a binary) cannot be reached now; try again later."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a container's init process ended: an exit code, or the signal that killed it."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.code == 0 and self.signal is None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        """Decode a wait(2) status, or a shell-style 128+N code as runtimes report kills."""
+        if status > 128 and status - 128 < 65:
+            return cls(signal=status - 128)
+        return cls(code=status)
+
+    def __str__(self) -> str:
+        if self.signal is not None:
+            try:
+                name = _signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"killed by {name}"
+        return f"exit code {self.code}"
+
+
+class LogSink(Protocol):
+    """Where a backend writes a container's output (stdout and stderr, in the order produced)."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+@dataclass
+class LaunchRequest:
+    """Everything a backend needs to start one run of a service."""
+
+    service_id: str  #: ``ext-<name>``; also the container id
+    spec: ServiceSpec
+    oci: dict[str, Any]  #: the OCI runtime spec from :func:`extvisor.oci.build_oci_spec`
+    rootfs: Path
+    log: LogSink
+    state_dir: Path  #: a directory the backend may use for this service (bundles, FIFOs)
+
+
+@runtime_checkable
+class ContainerHandle(Protocol):
+    """One running container."""
+
+    id: str
+    pid: int
+
+    async def wait(self) -> ExitStatus:
+        """Return once the container's init process has exited, with its status."""
+        ...
+
+    async def signal(self, signum: int) -> None:
+        """Send *signum* to every process of the container."""
+        ...
+
+    async def delete(self) -> None:
+        """Remove the container and what it holds (cgroup, bundle); idempotent."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A container runtime. One instance serves the whole daemon."""
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect or check the runtime. Raise :class:`BackendUnavailable` if it is not there."""
+        ...
+
+    async def cleanup(self, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Remove containers a previous daemon left behind; return their ids.
+
+        Called once after :meth:`open`, before any launch. Never two instances of a service.
+        """
+        ...
+
+    async def launch(self, request: LaunchRequest) -> ContainerHandle:
+        """Create and start the container; return once its process runs."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Containers are stopped by the supervisor before this."""
+        ...
+
+
+@dataclass
+class BackendConfig:
+    """What a backend factory is given."""
+
+    state_dir: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ServiceView(Protocol):
+    """Read-only view of the supervisor's services, for conditions."""
+
+    def state(self, service_id: str) -> str | None:
+        """The state name (``Running``, ...) or ``None`` when no such service is registered."""
+        ...
+
+    def is_up(self, service_id: str) -> bool: ...
+
+    async def changed(self) -> None:
+        """Return at the next state change of any service."""
+        ...
+
+
+class ConfigView(Protocol):
+    """The ExtensionServiceConfig documents the daemon knows, by service name."""
+
+    def get(self, name: str) -> ExtensionServiceConfig | None: ...
+
+    async def changed(self) -> None: ...
+
+
+@dataclass
+class ConditionContext:
+    """Handed to a condition kind's factory."""
+
+    service_id: str
+    spec: ServiceSpec
+    services: ServiceView
+    configs: ConfigView
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Condition(Protocol):
+    """Something a service waits for before it starts (Talos's ``conditions.Condition``)."""
+
+    def describe(self) -> str:
+        """What is awaited, in Talos's words: ``file "/run/x" to exist``. May change over time."""
+        ...
+
+    async def wait(self) -> None:
+        """Return once satisfied. Raise to fail the service; cancellation aborts the wait."""
+        ...
