@@ -11,7 +11,7 @@ import pluggy
 hookimpl = pluggy.HookimplMarker("extvisor")
 """Marker for hook implementations: ``@hookimpl def extvisor_register_conditions(): ...``"""
 
-from .findings import Finding, LoadError  # noqa: E402
+from .findings import Finding, LoadError, SpecWarning  # noqa: E402
 from .models import ExtensionServiceConfig, ServiceSpec  # noqa: E402
 from .protocols import (  # noqa: E402
     Backend,
@@ -47,6 +47,7 @@ __all__ = [
     "LoadedService",
     "ServiceEvent",
     "ServiceSpec",
+    "SpecWarning",
     "State",
     "hookimpl",
 ]

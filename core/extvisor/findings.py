@@ -36,3 +36,10 @@ class LoadError(Exception):
 
 def has_errors(findings: list[Finding], strict: bool = False) -> bool:
     return any(f.severity == "error" or strict for f in findings)
+
+
+class SpecWarning(UserWarning):
+    """Raised with ``warnings.warn`` by a value validator (e.g. a deprecated spelling).
+
+    The loader records it as a warning finding at the value's location.
+    """
