@@ -54,13 +54,55 @@ class ContainerSpecError(ValueError):
     """The service cannot be turned into a container (missing rootfs, bad entrypoint...)."""
 
 
+def _own_capabilities(field: str) -> int | None:
+    """A capability mask of this process (``CapBnd``, ``CapEff``...), or None if unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def grantable_capabilities() -> list[str]:
-    """Every capability the kernel knows, less the two Talos drops."""
+    """Every capability in this process's bounding set, less the two Talos drops.
+
+    Talos grants machined's bounding set (``AllGrantableCapabilities``); a runtime cannot
+    grant more than its own, so a sandbox that lacks one (CAP_SYS_RESOURCE here) still works.
+    """
     try:
         last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except (OSError, ValueError):
         last = len(_CAPABILITIES) - 1
-    return [c for c in _CAPABILITIES[: last + 1] if c not in DROPPED_CAPABILITIES]
+    bounding = _own_capabilities("CapBnd")
+    return [
+        c
+        for i, c in enumerate(_CAPABILITIES[: last + 1])
+        if c not in DROPPED_CAPABILITIES and (bounding is None or bounding >> i & 1)
+    ]
+
+
+def fit_to_host(oci: dict[str, Any]) -> list[str]:
+    """Change *oci* in place where this host cannot do what Talos does; say what changed.
+
+    Lowering ``oomScoreAdj`` needs CAP_SYS_RESOURCE; without it runc fails the start
+    ("failed to update /proc/self/oom_score_adj: Permission denied"), so the value is
+    raised to this process's own, the lowest it may set. Backends call this at launch.
+    """
+    notes: list[str] = []
+    process = oci.get("process") or {}
+    wanted = process.get("oomScoreAdj")
+    eff = _own_capabilities("CapEff")
+    if wanted is not None and eff is not None and not eff >> 24 & 1:  # 24 = CAP_SYS_RESOURCE
+        try:
+            own = int(Path("/proc/self/oom_score_adj").read_text())
+        except (OSError, ValueError):
+            own = 0
+        if wanted < own:
+            process["oomScoreAdj"] = own
+            notes.append(f"oomScoreAdj {wanted} needs CAP_SYS_RESOURCE; using {own}")
+    return notes
 
 
 def _default_mounts(writeable_sysfs: bool) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ log = logging.getLogger("extvisor.plugins")
 
 GROUP = "extvisor"
 DISABLE_ENV = "EXTVISOR_DISABLE_PLUGINS"
-CORE_PLUGINS = ("extvisor.loader", "extvisor.console")  # the core's own hook implementations
+CORE_PLUGINS = ("extvisor.loader",)  # the core's own hook implementations
 
 
 @dataclass
@@ -168,7 +168,12 @@ def get_plugin_manager(autoload: bool = True, blocked: Iterable[str] | None = No
 
     pm = PluginManager()
     for modname in CORE_PLUGINS:
-        pm.register_module(importlib.import_module(modname), name=modname, distribution="extvisor")
+        try:
+            module = importlib.import_module(modname)
+        except Exception as exc:
+            pm._failed(PluginInfo(modname, "extvisor", "", modname), exc)
+            continue
+        pm.register_module(module, name=modname, distribution="extvisor")
     if autoload:
         pm.load_entrypoints(blocked)
     return pm

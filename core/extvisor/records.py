@@ -6,7 +6,7 @@ each, and sorts them by name, so results never depend on registration order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,4 +88,5 @@ class LoadContext:
     """Where the daemon reads service specs from, handed to ``extvisor_load_services``."""
 
     config_dir: Path
+    kinds: Mapping[str, ConditionKind] = field(default_factory=dict)  #: the registered ``depends`` keys
     strict: bool = False

@@ -1,0 +1,413 @@
+"""The public test kit for backends: busybox rootfs dirs, quick specs, and the contract.
+
+Also a pytest plugin (entry point ``pytest11: extvisor``), so importing it stays cheap:
+pydantic and the OCI builder are imported inside the functions that need them, and it
+defines no fixture that runs by itself.
+
+A backend author subclasses :class:`BackendContract` in a test module::
+
+    from extvisor.testing import BackendContract
+
+    class TestMine(BackendContract):
+        @pytest.fixture
+        def backend_factory(self, tmp_path):
+            return lambda: MyBackend(BackendConfig(state_dir=tmp_path / "state"))
+
+        def leftovers(self, service_id):
+            return []  # describe containers, processes, cgroups, mounts left behind
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import re
+import secrets
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .models import ServiceSpec
+    from .protocols import Backend, ContainerHandle, ExitStatus
+
+try:  # explicit asyncio marks, so the contract also runs under asyncio_mode=strict
+    import pytest_asyncio
+
+    _async_fixture = pytest_asyncio.fixture
+    _asyncio_mark: list[Any] = [pytest.mark.asyncio]
+except ImportError:  # pragma: no cover - pytest-asyncio is a dev dependency
+    _async_fixture = pytest.fixture
+    _asyncio_mark = []
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = (
+    "sh", "ash", "sleep", "echo", "cat", "ls", "env", "touch", "test", "[", "true", "false",
+    "seq", "yes", "head", "tail", "wc", "id", "hostname", "mount", "umount", "grep", "printf",
+    "kill", "ps", "mkdir", "rm", "stat", "tr", "cut", "dd", "ip", "nc", "date", "readlink",
+    "mkfifo", "uname", "xargs", "tee", "sed", "awk",
+)  # fmt: skip
+ROOTFS_DIRS = ("bin", "proc", "sys", "dev", "etc", "tmp", "data", "run", "var", "usr/local/bin")
+
+
+def make_busybox_rootfs(path: Path) -> Path:
+    """Build a minimal rootfs dir at *path* from the static busybox (``busybox-static``).
+
+    Mountpoints for ``/etc/hosts`` and ``/etc/resolv.conf`` exist as empty files so a
+    runtime need not create them in a read-only root.
+    """
+    if not BUSYBOX.is_file():
+        raise FileNotFoundError(f"{BUSYBOX} not found: install busybox-static")
+    path = Path(path)
+    for d in ROOTFS_DIRS:
+        (path / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
+    for applet in APPLETS:
+        link = path / "bin" / applet
+        if not link.is_symlink():
+            link.symlink_to("busybox")
+    (path / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+    (path / "etc" / "group").write_text("root:x:0:\n")
+    for name in ("hosts", "resolv.conf"):
+        (path / "etc" / name).touch()
+    return path
+
+
+def make_service(name: str, script_or_args: str | list[str], **fields: Any) -> ServiceSpec:
+    """A :class:`~extvisor.ServiceSpec` for tests.
+
+    A string runs as ``/bin/sh -c SCRIPT``; a list is ``[entrypoint, *args]``. *fields*
+    are container keys (``environment``, ``mounts``, ``security``) or top-level keys
+    (``restart``, ``depends``, ``logToConsole``). ``restart`` defaults to ``never``.
+    """
+    from .models import ServiceSpec
+
+    if isinstance(script_or_args, str):
+        entrypoint, args = "/bin/sh", ["-c", script_or_args]
+    else:
+        entrypoint, *args = script_or_args
+    top = {k: fields.pop(k) for k in ("restart", "depends", "logToConsole") if k in fields}
+    top.setdefault("restart", "never")
+    container = {"entrypoint": entrypoint, "args": args, **fields}
+    return ServiceSpec.model_validate({"name": name, "container": container, **top})
+
+
+class CollectingSink:
+    """A LogSink that keeps everything written, and lets a test wait for some text."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._changed = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+        self._changed.set()
+
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+    def lines(self) -> list[str]:
+        return self.text().splitlines()
+
+    async def wait_for(self, needle: bytes, timeout: float = 10.0) -> None:
+        async def _wait() -> None:
+            while needle not in self.data:
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"{needle!r} not seen in {timeout}s; output so far: {bytes(self.data)!r}") from None
+
+
+class Harness:
+    """Launches services through a backend for one test, and deletes them afterwards."""
+
+    def __init__(self, backend: Backend, rootfs_dir: Path, state_dir: Path) -> None:
+        self.backend = backend
+        self.rootfs_dir = rootfs_dir
+        self.state_dir = state_dir
+        self.token = secrets.token_hex(3)  # unique names: runtimes and cgroups are host-wide
+        self.handles: list[ContainerHandle] = []
+        self.ids: list[str] = []
+
+    def name(self, base: str) -> str:
+        return f"ct-{base}-{self.token}"
+
+    def spec(self, base: str, script_or_args: str | list[str], **fields: Any) -> ServiceSpec:
+        return make_service(self.name(base), script_or_args, **fields)
+
+    def rootfs(self, spec: ServiceSpec) -> Path:
+        path = self.rootfs_dir / spec.name
+        if not (path / "bin" / "busybox").exists():
+            make_busybox_rootfs(path)
+        return path
+
+    def request(self, spec: ServiceSpec, sink: CollectingSink | None = None, **oci_kw: Any) -> Any:
+        from .oci import build_oci_spec
+        from .protocols import LaunchRequest
+
+        rootfs = self.rootfs(spec)
+        state = self.state_dir / spec.id
+        state.mkdir(parents=True, exist_ok=True)
+        if spec.id not in self.ids:
+            self.ids.append(spec.id)
+        return LaunchRequest(
+            service_id=spec.id,
+            spec=spec,
+            oci=build_oci_spec(spec, rootfs, **oci_kw),
+            rootfs=rootfs,
+            log=sink if sink is not None else CollectingSink(),
+            state_dir=state,
+        )
+
+    async def launch(self, spec: ServiceSpec, **oci_kw: Any) -> tuple[ContainerHandle, CollectingSink]:
+        sink = CollectingSink()
+        handle = await self.backend.launch(self.request(spec, sink, **oci_kw))
+        self.handles.append(handle)
+        return handle, sink
+
+    async def run(self, spec: ServiceSpec, timeout: float = 10.0, **oci_kw: Any) -> tuple[ExitStatus, str]:
+        """Launch, wait for the exit, delete; return the status and all output."""
+        handle, sink = await self.launch(spec, **oci_kw)
+        status = await asyncio.wait_for(handle.wait(), timeout)
+        await handle.delete()
+        return status, sink.text()
+
+    async def close(self) -> None:
+        for handle in self.handles:
+            try:
+                await handle.delete()
+            except Exception:  # teardown goes on; leftovers() reports what stayed
+                pass
+
+
+def _bits(hexmask: str) -> int:
+    return int(hexmask, 16)
+
+
+class BackendContract:
+    """The behaviour every extvisor backend must show, as tests.
+
+    Subclass it in a test module and provide either a ``backend_factory`` fixture (a
+    callable returning a new, unopened backend over the same state dir each time; the
+    restart-cleanup test needs it) or a ``backend`` fixture (an opened backend).
+    Override :meth:`leftovers` to list what the backend left behind for a service.
+    """
+
+    pytestmark = _asyncio_mark
+    wait_timeout = 10.0
+
+    def leftovers(self, service_id: str) -> list[str]:
+        """Describe anything left of *service_id* (containers, processes, cgroups, mounts)."""
+        return []
+
+    async def _leftovers(self, service_id: str) -> list[str]:
+        result = self.leftovers(service_id)
+        if inspect.isawaitable(result):
+            result = await result
+        return list(result)
+
+    # -- fixtures ------------------------------------------------------------------
+
+    @pytest.fixture
+    def backend_factory(self) -> Callable[[], Backend]:
+        pytest.skip("the subclass defines no backend_factory fixture")
+
+    @_async_fixture
+    async def backend(self, backend_factory: Callable[[], Backend]) -> Any:
+        backend = backend_factory()
+        await backend.open()
+        await backend.cleanup()
+        yield backend
+        await backend.close()
+
+    @pytest.fixture
+    def rootfs_dir(self, tmp_path: Path) -> Path:
+        path = tmp_path / "rootfs"
+        path.mkdir()
+        return path
+
+    @_async_fixture
+    async def harness(self, backend: Backend, rootfs_dir: Path, tmp_path: Path) -> Any:
+        h = Harness(backend, rootfs_dir, tmp_path / "service-state")
+        yield h
+        await h.close()
+        left = {sid: await self._leftovers(sid) for sid in h.ids}
+        left = {k: v for k, v in left.items() if v}
+        assert not left, f"left behind after delete: {left}"
+
+    # -- the contract --------------------------------------------------------------
+
+    async def test_exit_codes(self, harness: Harness) -> None:
+        from .protocols import ExitStatus
+
+        ok, failed = await asyncio.gather(
+            harness.run(harness.spec("exit0", "exit 0")), harness.run(harness.spec("exit3", "exit 3"))
+        )
+        assert ok[0] == ExitStatus(code=0) and ok[0].success
+        assert failed[0] == ExitStatus(code=3) and not failed[0].success
+
+    async def test_launch_returns_a_running_handle(self, harness: Harness) -> None:
+        spec = harness.spec("handle", "echo up; sleep 1000")
+        handle, sink = await harness.launch(spec)
+        assert handle.id == spec.id
+        assert handle.pid > 0
+        await sink.wait_for(b"up\n")
+        await handle.signal(signal.SIGKILL)
+        await asyncio.wait_for(handle.wait(), self.wait_timeout)
+
+    async def test_stdout_and_stderr_in_order(self, harness: Harness) -> None:
+        status, out = await harness.run(harness.spec("order", "echo a; echo b >&2; echo c; echo d >&2"))
+        assert status.success
+        assert out == "a\nb\nc\nd\n"
+
+    async def test_args_are_passed(self, harness: Harness) -> None:
+        status, out = await harness.run(harness.spec("args", ["/bin/echo", "one", "two words", "$HOME"]))
+        assert status.success
+        assert out == "one two words $HOME\n"
+
+    async def test_environment_is_exact(self, harness: Harness) -> None:
+        status, out = await harness.run(harness.spec("env", ["/bin/env"], environment=["FOO=bar", "X=1=2"]))
+        assert status.success
+        lines = out.splitlines()
+        assert "FOO=bar" in lines and "X=1=2" in lines
+        assert not [line for line in lines if line.startswith("PATH=")], "PATH set though not given"
+        status, out = await harness.run(harness.spec("envpath", ["/bin/env"], environment=["PATH=/bin"]))
+        assert "PATH=/bin" in out.splitlines()
+
+    async def test_hostname_is_the_service_name(self, harness: Harness) -> None:
+        spec = harness.spec("host", "hostname")
+        status, out = await harness.run(spec)
+        assert status.success and out.strip() == spec.name
+
+    async def test_capabilities(self, harness: Harness) -> None:
+        status, out = await harness.run(harness.spec("caps", "grep CapEff /proc/self/status"))
+        assert status.success, out
+        eff = _bits(out.split()[-1])
+        assert eff != 0
+        assert eff & (1 << 21), "CAP_SYS_ADMIN missing"
+        assert not eff & (1 << 16), "CAP_SYS_MODULE must be dropped"
+        assert not eff & (1 << 22), "CAP_SYS_BOOT must be dropped"
+
+    async def test_root_is_read_only(self, harness: Harness) -> None:
+        spec = harness.spec("ro", "touch /x")
+        status, out = await harness.run(spec)
+        assert not status.success
+        assert "Read-only file system" in out
+        assert not (harness.rootfs_dir / spec.name / "x").exists()
+
+    async def test_writeable_rootfs(self, harness: Harness) -> None:
+        spec = harness.spec("rw", "touch /x && echo done", security={"writeableRootfs": True})
+        status, out = await harness.run(spec)
+        assert status.success, out
+        assert (harness.rootfs_dir / spec.name / "x").exists()
+
+    async def test_bind_mount(self, harness: Harness, tmp_path: Path) -> None:
+        host = tmp_path / "host-data"
+        host.mkdir()
+        (host / "in").write_text("from host\n")
+        mount = {"destination": "/data", "type": "bind", "source": str(host), "options": ["rbind", "rw"]}
+        spec = harness.spec("bind", "cat /data/in; echo from container > /data/out", mounts=[mount])
+        status, out = await harness.run(spec)
+        assert status.success, out
+        assert out == "from host\n"
+        assert (host / "out").read_text() == "from container\n"
+
+    async def test_masked_paths(self, harness: Harness) -> None:
+        # /proc/kcore is not in every kernel: use the first default masked file this host has.
+        candidates = ["/proc/kcore", "/proc/timer_list", "/proc/keys", "/proc/sched_debug"]
+        path = next((p for p in candidates if os.path.exists(p)), None)
+        assert path, f"none of {candidates} exists on this host"
+        script = f"head -c 16 {path} | wc -c"
+        status, out = await harness.run(harness.spec("masked", script))
+        assert status.success and out.split() == ["0"], f"{path} not masked: {out!r}"
+        cleared = harness.spec("unmasked", script, security={"maskedPaths": []})
+        status, out = await harness.run(cleared)
+        assert status.success and int(out.split()[0]) > 0, f"{path} still masked with maskedPaths: []"
+
+    async def test_sigterm_reaches_a_trap(self, harness: Harness) -> None:
+        from .protocols import ExitStatus
+
+        spec = harness.spec("trap", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done")
+        handle, sink = await harness.launch(spec)
+        await sink.wait_for(b"ready\n")
+        await handle.signal(signal.SIGTERM)
+        assert await asyncio.wait_for(handle.wait(), self.wait_timeout) == ExitStatus(code=42)
+
+    async def test_sigkill_after_ignored_sigterm(self, harness: Harness) -> None:
+        from .protocols import ExitStatus
+
+        handle, _ = await harness.launch(harness.spec("ignore", ["/bin/sleep", "1000"]))
+        await handle.signal(signal.SIGTERM)  # pid 1 without a handler ignores it
+        wait = asyncio.ensure_future(handle.wait())
+        done, _ = await asyncio.wait([wait], timeout=0.3)
+        assert not done, "pid 1 died of SIGTERM it has no handler for"
+        await handle.signal(signal.SIGKILL)
+        assert await asyncio.wait_for(wait, self.wait_timeout) == ExitStatus(signal=9)
+
+    async def test_signal_after_exit_is_harmless(self, harness: Harness) -> None:
+        handle, _ = await harness.launch(harness.spec("late", "exit 0"))
+        await asyncio.wait_for(handle.wait(), self.wait_timeout)
+        await handle.signal(signal.SIGTERM)
+        assert (await handle.wait()).success  # wait() may be called again
+
+    async def test_missing_entrypoint(self, harness: Harness) -> None:
+        from .protocols import BackendError
+
+        spec = harness.spec("noexec", ["/bin/does-not-exist"])
+        with pytest.raises(BackendError, match=re.escape("/bin/does-not-exist")):
+            await harness.launch(spec)
+        assert await self._leftovers(spec.id) == []
+
+    async def test_fast_writer_loses_nothing(self, harness: Harness) -> None:
+        n = 200_000
+        status, out = await harness.run(harness.spec("seq", ["/bin/seq", "1", str(n)]), timeout=30)
+        assert status.success
+        lines = out.splitlines()
+        assert len(lines) == n and lines[0] == "1" and lines[-1] == str(n)
+        assert lines == [str(i) for i in range(1, n + 1)]
+
+    async def test_delete_leaves_nothing(self, harness: Harness) -> None:
+        spec = harness.spec("del", "sleep 1000 & sleep 1000")
+        handle, _ = await harness.launch(spec)
+        await handle.delete()
+        await handle.delete()  # idempotent
+        assert await self._leftovers(spec.id) == []
+        exited, _ = await harness.launch(harness.spec("del2", "exit 0"))
+        await asyncio.wait_for(exited.wait(), self.wait_timeout)
+        await exited.delete()
+        assert await self._leftovers(exited.id) == []
+
+    async def test_concurrent_launches(self, harness: Harness) -> None:
+        specs = [harness.spec(f"con{i}", f"echo hello {i}") for i in range(2)]
+        results = await asyncio.gather(*(harness.run(s) for s in specs))
+        assert [r[1] for r in results] == ["hello 0\n", "hello 1\n"]
+        assert all(r[0].success for r in results)
+
+    async def test_cleanup_by_a_new_instance(self, harness: Harness, backend_factory: Callable[[], Backend]) -> None:
+        spec = harness.spec("orphan", ["/bin/sleep", "1000"])
+        kept_spec = harness.spec("kept", ["/bin/sleep", "1000"])
+        handle, _ = await harness.launch(spec)
+        kept, _ = await harness.launch(kept_spec)
+        other = backend_factory()  # as a restarted daemon would, over the same state dir
+        await other.open()
+        try:
+            removed = await other.cleanup(keep=frozenset({kept_spec.id}))
+        finally:
+            await other.close()
+        assert removed == [spec.id]
+        await asyncio.wait_for(handle.wait(), self.wait_timeout)
+        await handle.delete()
+        assert await self._leftovers(spec.id) == []
+        wait = asyncio.ensure_future(kept.wait())
+        done, _ = await asyncio.wait([wait], timeout=0.1)
+        assert not done, "cleanup() removed a container it was told to keep"
+        await kept.delete()
+        await asyncio.wait_for(wait, self.wait_timeout)
