@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import hookimpl
 from .configstore import ConfigStore
 from .findings import Finding
 from .hostservices import HostService
@@ -121,6 +122,7 @@ class ConsoleSink:
     def __init__(self, sup: Supervisor):
         self.sup = sup
 
+    @hookimpl
     def extvisor_log_lines(self, service_id: str, lines: list[bytes]) -> None:
         service = self.sup.services.get(service_id)
         if service is None or not service.spec.logToConsole:
@@ -265,7 +267,10 @@ class Daemon:
             def capture_signals(self):  # type: ignore[no-untyped-def, override]
                 return nullcontext()  # the daemon handles SIGTERM/SIGINT itself
 
-        server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        # Followed streams (events, logs -f, the dashboard) never end by themselves: without
+        # a grace timeout, uvicorn would wait for them forever and the daemon would not exit.
+        server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                       timeout_graceful_shutdown=1))
         self._server_task = asyncio.create_task(server.serve(sockets=[sock]))
         return server
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything extvisor needs on Debian 12 (as root): system packages, a virtualenv in
+# .venv with extvisor and its extras, and /usr/local/bin/extvisor. Safe to run again.
+#   scripts/setup.sh          runtime (all backends, dashboard)
+#   scripts/setup.sh --dev    plus the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="all"
+[ "${1:-}" = "--dev" ] && extras="all,dev"
+
+export DEBIAN_FRONTEND=noninteractive
+pkgs="runc containerd podman busybox-static iproute2 ca-certificates curl python3 python3-venv python3-pip tmux"
+missing=""
+for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# Distributions that start the system containerd/podman socket do not concern us: tests and
+# the daemon use private sockets or the ones given on the command line.
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[$extras]"
+ln -sf "$PWD/.venv/bin/extvisor" /usr/local/bin/extvisor
+echo "setup: $(.venv/bin/extvisor --version)"
