@@ -42,6 +42,7 @@ class Service:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._container: ContainerHandle | None = None
+        self._noted = False
 
     # -- what the API shows ----------------------------------------------------------
 
@@ -192,6 +193,10 @@ class Service:
         self.pid = container.pid
         self.started_at = time.time()
         self.push(State.Running, f"Started task {self.id} (PID {container.pid}) for container {self.id}")
+        notes = getattr(container, "notes", None)  # OCI settings the backend cannot express
+        if notes and not self._noted:
+            self._noted = True  # said once per service, not at every restart
+            self.push(State.Running, f"{self.sup.backend_name} cannot express: {', '.join(notes)}")
         waiter = asyncio.ensure_future(container.wait())
         stop = asyncio.ensure_future(self._stop.wait())
         try:
