@@ -98,22 +98,12 @@ def setup_logging(fmt: str = "logfmt", level: int = logging.INFO) -> None:
 
 def load_services(pm: PluginManager, config: DaemonConfig, kinds: dict) -> tuple[list[LoadedService], list[Finding]]:
     """Every service the loader hooks found; a name declared twice keeps the first source."""
+    from .loader import collect_services
+
     context = LoadContext(config_dir=config.config_dir, kinds=kinds, strict=config.strict)
-    loaded: list[LoadedService] = []
-    findings: list[Finding] = []
-    seen: dict[str, str] = {}
-    for results in pm.hook.extvisor_load_services(context=context):
-        for item in results or ():
-            findings.extend(item.findings)
-            if item.spec is None:
-                continue
-            if item.spec.name in seen:
-                findings.append(Finding(item.source, 0, 0, "error", "name",
-                                        f"duplicate service spec: {item.spec.name!r} already comes from {seen[item.spec.name]}"))
-                continue
-            seen[item.spec.name] = item.source
-            loaded.append(item)
-    return loaded, findings
+    results = collect_services(pm, context)
+    findings = [f for item in results for f in item.findings]
+    return [item for item in results if item.spec is not None], findings
 
 
 class ConsoleSink:

@@ -37,6 +37,13 @@ log = logging.getLogger("extvisor.loader")
 Kinds = Mapping[str, ConditionKind]
 RESTARTS = "always, never, untilSuccess"
 CONFIG_KIND = "ExtensionServiceConfig"
+NO_YAML = "no *.yaml files here"
+NO_FILE = "no such file or directory"
+NO_CONFIG = f"no {CONFIG_KIND} document (other kinds are not checked)"
+
+
+def _finding(file: str, pos: Pos, severity: str, field: str, message: str) -> Finding:
+    return Finding(file, pos[0], pos[1], severity, field, message)  # type: ignore[arg-type]
 
 
 def _q(value: str) -> str:
@@ -60,7 +67,7 @@ class _Report:
             pos = self.doc.value_pos(path[:-1])
         else:
             pos = self.doc.values.get(path) or self.doc.key_pos(path)
-        self.findings.append(Finding(self.filename, pos[0], pos[1], severity, dotted(path), message))  # type: ignore[arg-type]
+        self.findings.append(_finding(self.filename, pos, severity, dotted(path), message))
 
     def error(self, path: tuple, message: str, at: str = "value") -> None:
         self.add("error", path, message, at)
@@ -169,8 +176,15 @@ def _validate_value(kind: ConditionKind, value: Any, path: tuple, report: _Repor
         try:
             result = _adapter(kind.value_type).validate_python(value)
         except ValidationError as exc:
-            report.pydantic(exc, path)
-            return False, None
+            # Go decodes by the target type: a plain `true` may fill a (strict) bool.
+            if path not in report.doc.bools:
+                report.pydantic(exc, path)
+                return False, None
+            try:
+                result = _adapter(kind.value_type).validate_python(report.doc.bools[path])
+            except ValidationError:
+                report.pydantic(exc, path)
+                return False, None
         except Exception as exc:  # a plugin's validator is broken; the file is not
             report.error(path, f"validating `{kind.key}` failed: {type(exc).__name__}: {exc}")
             return False, None
@@ -195,7 +209,7 @@ def _depends(raw: Any, kinds: Kinds, report: _Report) -> list[Dependency] | None
         path = ("depends", i)
         entry = {} if entry is None else entry
         if not isinstance(entry, dict):
-            report.error(path, f"a dependency is a mapping with one kind, such as `service: cri` (got {_describe(entry)})")
+            report.error(path, f"a dependency is a mapping with one kind, e.g. `service: cri` (got {_describe(entry)})")
             continue
         chosen: list[tuple[str, Any]] = []
         failed = False
@@ -261,7 +275,8 @@ def _service(parsed: Parsed, filename: str, kinds: Kinds, strict: bool) -> tuple
     docs = parsed.documents
     if parsed.error is not None:
         if docs:  # Talos stops after the first document and never sees this
-            findings.append(replace(parsed.error, severity="warning", message=parsed.error.message + " (after the first document, ignored)"))
+            message = parsed.error.message + " (after the first document, ignored)"
+            findings.append(replace(parsed.error, severity="warning", message=message))
         else:
             findings.append(parsed.error)
     if not docs:
@@ -271,12 +286,12 @@ def _service(parsed: Parsed, filename: str, kinds: Kinds, strict: bool) -> tuple
     doc = docs[0]
     extra = [d for d in docs[1:] if d.data is not None]
     if extra:
-        findings.append(
-            Finding(filename, *extra[0].start, "warning", "", f"{len(extra)} more document(s) after the first ignored, as Talos does")
-        )
+        message = f"{len(extra)} more document(s) after the first ignored, as Talos does"
+        findings.append(_finding(filename, extra[0].start, "warning", "", message))
     findings.extend(doc.findings)
     if not isinstance(doc.data, dict):
-        findings.append(Finding(filename, *doc.start, "error", "", f"a service spec must be a mapping (got {_describe(doc.data)})"))
+        message = f"a service spec must be a mapping (got {_describe(doc.data)})"
+        findings.append(_finding(filename, doc.start, "error", "", message))
         return LoadedService(filename, None, _finish(findings, strict)), doc
     report = _Report(filename, doc)
     body = {k: v for k, v in doc.data.items() if k != "depends"}
@@ -335,7 +350,7 @@ def yaml_files(directory: Path) -> list[Path]:
 def _duplicate(loaded: LoadedService, first: str, pos: Pos, severity: str = "error") -> None:
     name = loaded.spec.name if loaded.spec else ""
     message = f"duplicate service spec: name {name} already declared by {first}"
-    loaded.findings.append(Finding(loaded.source, pos[0], pos[1], severity, "name", message))  # type: ignore[arg-type]
+    loaded.findings.append(_finding(loaded.source, pos, severity, "name", message))
     if severity == "error":
         loaded.spec = None
 
@@ -386,13 +401,15 @@ def _configs(parsed: Parsed, filename: str) -> tuple[list[ExtensionServiceConfig
         if doc.data is None:
             continue
         if not isinstance(doc.data, dict):
-            findings.append(Finding(filename, *doc.start, "error", "", f"a document must be a mapping (got {_describe(doc.data)})"))
+            message = f"a document must be a mapping (got {_describe(doc.data)})"
+            findings.append(_finding(filename, doc.start, "error", "", message))
             continue
         if doc.data.get("kind") != CONFIG_KIND:
             continue  # other machine-config documents are not ours
         report = _Report(filename, doc)
         try:
-            config = ExtensionServiceConfig.model_validate(_prepare(doc.data, ExtensionServiceConfig, (), report, False))
+            data = _prepare(doc.data, ExtensionServiceConfig, (), report, lenient=False)
+            config = ExtensionServiceConfig.model_validate(data)
         except ValidationError as exc:
             report.pydantic(exc)
             config = None
@@ -428,6 +445,7 @@ class FileResult:
     kind: str  #: ``service``, ``config`` or ``unknown`` (unreadable or not YAML)
     findings: list[Finding] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    name_pos: Pos = (0, 0)  #: where a service's ``name`` is, for a duplicate report
 
     @property
     def ok(self) -> bool:
@@ -444,10 +462,14 @@ def validate_file(path: Path, kinds: Kinds, strict: bool = False) -> FileResult:
     parsed = parse(data, str(path))
     if is_config_stream(parsed):
         configs, findings = _configs(parsed, str(path))
+        ours = any(isinstance(d.data, dict) and d.data.get("kind") == CONFIG_KIND for d in parsed.documents)
+        if not findings and not ours:
+            findings = [_finding(str(path), (1, 1), "warning", "", NO_CONFIG)]
         return FileResult(str(path), "config", _finish(findings, strict), [c.name for c in configs])
     kind = "service" if parsed.documents else "unknown"
-    loaded, _ = _service(parsed, str(path), kinds, strict)
-    return FileResult(str(path), kind, loaded.findings, [loaded.spec.name] if loaded.spec else [])
+    loaded, doc = _service(parsed, str(path), kinds, strict)
+    names = [loaded.spec.name] if loaded.spec else []
+    return FileResult(str(path), kind, loaded.findings, names, doc.value_pos(("name",)) if doc else (0, 0))
 
 
 def validate_files(paths: Iterable[str | os.PathLike[str]], kinds: Kinds, strict: bool = False) -> list[FileResult]:
@@ -461,12 +483,12 @@ def validate_files(paths: Iterable[str | os.PathLike[str]], kinds: Kinds, strict
         if path.is_dir():
             files = yaml_files(path)
             if not files:
-                results.append(FileResult(str(path), "unknown", [Finding(str(path), 0, 0, "warning", "", "no *.yaml files here")]))
+                results.append(FileResult(str(path), "unknown", [_finding(str(path), (0, 0), "warning", "", NO_YAML)]))
             results.extend(validate_file(f, kinds, strict) for f in files)
         elif path.exists():
             results.append(validate_file(path, kinds, strict))
         else:
-            results.append(FileResult(str(path), "unknown", [Finding(str(path), 0, 0, "error", "", "no such file or directory")]))
+            results.append(FileResult(str(path), "unknown", [_finding(str(path), (0, 0), "error", "", NO_FILE)]))
     first: dict[str, str] = {}
     for result in results:
         if result.kind != "service" or not result.names:
@@ -475,7 +497,7 @@ def validate_files(paths: Iterable[str | os.PathLike[str]], kinds: Kinds, strict
         if name in first:
             severity = "error" if strict else "warning"
             message = f"duplicate service spec: name {name} already declared by {first[name]}"
-            result.findings.append(Finding(result.file, 0, 0, severity, "name", message))
+            result.findings.append(_finding(result.file, result.name_pos, severity, "name", message))
         else:
             first[name] = result.file
     return results
@@ -505,7 +527,8 @@ def collect_services(pm: Any, context: LoadContext) -> list[LoadedService]:
             message = f"extvisor_load_services raised {exc!r}"
             pm.problems.append(Problem(impl.plugin_name, message))
             log.warning("plugin %r: %s; skipped", impl.plugin_name, message)
-            out.append(LoadedService(f"plugin:{impl.plugin_name}", None, [Finding(impl.plugin_name, 0, 0, "error", "", message)]))
+            failure = _finding(impl.plugin_name, (0, 0), "error", "", message)
+            out.append(LoadedService(f"plugin:{impl.plugin_name}", None, [failure]))
     mark_duplicates(out)
     return out
 

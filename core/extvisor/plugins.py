@@ -128,7 +128,8 @@ class PluginManager(pluggy.PluginManager):
         caller = getattr(self.hook, hook_name)
         by_name: dict[str, tuple[str, Any]] = {}
         # Call each implementation on its own so one broken plugin cannot hide the others.
-        for impl in reversed(caller.get_hookimpls()):
+        # Plugin-name order, not registration order: the same plugin wins a duplicate every time.
+        for impl in sorted(caller.get_hookimpls(), key=lambda i: i.plugin_name):
             try:
                 records = list(impl.function() or ())
             except Exception as exc:

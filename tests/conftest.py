@@ -1,0 +1,44 @@
+"""Fixtures shared by several test files."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "extvisor-tcp"
+
+
+def pip(*args: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="session")
+def tcp_plugin():
+    try:
+        md.distribution("extvisor-tcp")
+        was_installed = True
+    except md.PackageNotFoundError:
+        was_installed = False
+    pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))
+    importlib.invalidate_caches()  # let this process see the new site-packages entries
+    try:
+        yield md.distribution("extvisor-tcp")
+    finally:
+        if not was_installed:
+            pip("uninstall", "-y", "extvisor-tcp")
+            importlib.invalidate_caches()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
