@@ -1,0 +1,153 @@
+"""The backend contract, run against real runc on busybox rootfs dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from extvisor import BackendConfig
+from extvisor.testing import BackendContract
+from extvisor_runc import RuncBackend
+
+pytestmark = pytest.mark.runc
+
+
+def _require_runc() -> None:
+    missing = []
+    if shutil.which("runc") is None:
+        missing.append("runc is not installed (apt-get install runc)")
+    if os.geteuid() != 0:
+        missing.append("runc tests need root")
+    if not Path("/bin/busybox").is_file():
+        missing.append("/bin/busybox is missing (apt-get install busybox-static)")
+    if missing:
+        if os.environ.get("EXTVISOR_ALLOW_SKIP") == "1":
+            pytest.skip("; ".join(missing))
+        pytest.fail("; ".join(missing) + " (set EXTVISOR_ALLOW_SKIP=1 to skip)")
+
+
+class TestRunc(BackendContract):
+    @pytest.fixture
+    def backend_factory(self, tmp_path: Path):
+        _require_runc()
+        self.state_dir = tmp_path / "backend-state"
+        return lambda: RuncBackend(BackendConfig(state_dir=self.state_dir))
+
+    def leftovers(self, service_id: str) -> list[str]:
+        found = []
+        root = self.state_dir / "runc"
+        out = subprocess.run(
+            ["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True, timeout=10
+        )
+        for container in json.loads(out.stdout or "null") or []:
+            if container["id"] == service_id:
+                found.append(f"runc container {service_id} ({container['status']}, pid {container['pid']})")
+        marker = f"/extvisor/{service_id}\n"
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if marker in (proc / "cgroup").read_text():
+                        found.append(f"process {proc.name} in cgroup {marker.strip()}")
+                except OSError:
+                    pass  # exited while we looked
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            if (hierarchy / "extvisor" / service_id).exists():
+                found.append(f"cgroup {hierarchy / 'extvisor' / service_id}")
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            if str(self.state_dir) in line or f"/{service_id}/" in line:
+                found.append(f"mount {line}")
+        return found
+
+
+async def test_registered_as_a_plugin() -> None:
+    from extvisor.plugins import get_plugin_manager
+
+    backends = get_plugin_manager().backends()
+    assert "runc" in backends
+    kind = backends["runc"]
+    assert kind.factory is RuncBackend
+    assert [o.flag for o in kind.options] == ["runc-binary"]
+
+
+async def test_missing_binary_is_unavailable(tmp_path: Path) -> None:
+    from extvisor import BackendUnavailable
+
+    backend = RuncBackend(BackendConfig(state_dir=tmp_path, options={"runc_binary": "/nonexistent/runc"}))
+    with pytest.raises(BackendUnavailable, match="/nonexistent/runc"):
+        await backend.open()
+
+
+async def test_no_zombies_and_subreaper_off(tmp_path: Path) -> None:
+    """After runs, no zombie child remains and the daemon is no longer a subreaper."""
+    _require_runc()
+    from extvisor.testing import Harness
+
+    from extvisor_runc.subreaper import subreaper
+
+    backend = RuncBackend(BackendConfig(state_dir=tmp_path / "state"))
+    await backend.open()
+    harness = Harness(backend, tmp_path / "rootfs", tmp_path / "svc")
+    (tmp_path / "rootfs").mkdir()
+    try:
+        for i in range(3):
+            status, out = await harness.run(harness.spec(f"z{i}", "echo hi"))
+            assert status.success and out == "hi\n"
+        running, _ = await harness.launch(harness.spec("detached", ["/bin/sleep", "1000"]))
+        await backend.close()  # stops watching, the container runs on
+        assert (await backend.runc("list", "-q")).split() == [running.id]
+        await running.delete()
+    finally:
+        await harness.close()
+        await backend.close()
+    assert not subreaper().is_set()
+    assert _zombie_children() == []
+
+
+def _zombie_children() -> list[str]:
+    me, found = str(os.getpid()), []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and fields[1] == me:
+                found.append(proc.name)
+    return found
+
+
+async def test_cancelled_launch_leaves_nothing(tmp_path: Path) -> None:
+    """A launch cancelled at any point (create, start, done) leaves no container or zombie."""
+    _require_runc()
+    import asyncio
+
+    from extvisor.testing import Harness
+
+    backend = RuncBackend(BackendConfig(state_dir=tmp_path / "state"))
+    await backend.open()
+    (tmp_path / "rootfs").mkdir()
+    harness = Harness(backend, tmp_path / "rootfs", tmp_path / "svc")
+    try:
+        for i, delay in enumerate([0.0, 0.005, 0.015, 0.03, 0.05, 0.2]):
+            request = harness.request(harness.spec(f"cancel{i}", ["/bin/sleep", "1000"]))
+            task = asyncio.ensure_future(backend.launch(request))
+            await asyncio.sleep(delay)
+            task.cancel()
+            try:
+                handle = await task
+            except asyncio.CancelledError:
+                pass
+            else:
+                await handle.delete()
+            assert await backend.runc("list", "-q") == ""
+            for hierarchy in Path("/sys/fs/cgroup").iterdir():
+                assert not (hierarchy / "extvisor" / request.service_id).exists()
+    finally:
+        await harness.close()
+        await backend.close()
+    assert _zombie_children() == []
