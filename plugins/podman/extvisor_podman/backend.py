@@ -1,0 +1,301 @@
+"""The podman backend: one podman container per service run, through podman's REST API.
+
+podman-py is synchronous. Short calls run in ``asyncio.to_thread``; the two calls that
+block for a container's whole life (its output stream and its exit) get a thread of their
+own each, so many services cannot exhaust the event loop's default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal as _signal
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
+from extvisor.oci import fit_to_host
+
+from .stream import LogPump
+from .translate import LABEL, PODMAN_LITTER, parse_ulimits, translate
+
+log = logging.getLogger("extvisor.podman")
+
+DEFAULT_ULIMITS = "nofile=1024:1024,nproc=1024:1024"
+
+
+def default_url() -> str:
+    """root's system socket, or the user's socket under ``$XDG_RUNTIME_DIR``."""
+    if os.geteuid() == 0:
+        return "unix:///run/podman/podman.sock"
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+    return f"unix://{runtime_dir}/podman/podman.sock"
+
+
+def socket_path(url: str) -> str | None:
+    """The filesystem path of a ``unix://`` URL: the podman service is on this machine."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("unix", "http+unix"):
+        return parsed.path or parsed.netloc
+    return None
+
+
+def _message(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip()
+
+
+def _not_found(exc: BaseException) -> bool:
+    return type(exc).__name__ == "NotFound" or getattr(exc, "status_code", None) == 404
+
+
+class PodmanContainer:
+    """A running podman container; ``id`` is the service id, which is also its name."""
+
+    def __init__(self, backend: PodmanBackend, request: LaunchRequest, container: Any, pump: LogPump,
+                 notes: list[str], litter: list[Path]) -> None:  # fmt: skip
+        self.id = request.service_id
+        self.pid = 0
+        self.notes = notes  #: OCI settings podman cannot express
+        self.container = container
+        self._backend = backend
+        self._pump = pump
+        self._litter = litter
+        self._exit: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+        self._status: ExitStatus | None = None
+        self._deleted = False
+
+    def _start_waiter(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            status = self._wait_blocking()
+            try:
+                loop.call_soon_threadsafe(lambda: self._exit.done() or self._exit.set_result(status))
+            except RuntimeError:  # the loop is gone: nobody waits any more
+                pass
+
+        threading.Thread(target=run, name=f"podman-wait-{self.id}", daemon=True).start()
+
+    def _wait_blocking(self) -> ExitStatus:
+        try:
+            # libpod polls the state every `interval`; its default of 250 ms is most of a run.
+            code = self.container.wait(condition=["exited", "stopped"], interval="10ms")
+            if isinstance(code, int):
+                return ExitStatus.from_wait_status(code)
+            self.container.reload()
+            return ExitStatus.from_wait_status(int(self.container.attrs["State"]["ExitCode"]))
+        except Exception as exc:
+            if _not_found(exc):  # removed while running (cleanup by another daemon): killed
+                return ExitStatus(signal=_signal.SIGKILL)
+            log.warning("%s: waiting for the container failed: %s", self.id, _message(exc))
+            return ExitStatus(code=255)
+
+    async def wait(self) -> ExitStatus:
+        if self._status is None:
+            status = await asyncio.shield(self._exit)
+            await self._pump.drained()  # the exit is reported only after the last output
+            self._status = status
+        return self._status
+
+    async def signal(self, signum: int) -> None:
+        if self._exit.done() or self._deleted:
+            return
+        if self._backend.local and self.pid and _signal_namespace(self.pid, signum):
+            return
+        try:
+            await asyncio.to_thread(self.container.kill, signal=int(signum))
+        except Exception as exc:
+            if self._exit.done() or _not_found(exc) or "not running" in _message(exc):
+                return
+            raise BackendError(f"podman could not signal {self.id}: {_message(exc)}") from exc
+
+    async def delete(self) -> None:
+        if self._deleted:
+            return
+        await self._backend.remove(self.container.id)
+        self._deleted = True
+        await self._pump.drained()
+        _remove_litter(self._litter)
+
+
+def _signal_namespace(pid: int, signum: int) -> bool:
+    """Send *signum* to every process in the PID namespace of *pid*; False if not possible.
+
+    podman's kill API signals the container's init only.
+    """
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+        if ns == os.readlink("/proc/self/ns/pid"):
+            return False  # no namespace of its own: never signal the host's processes
+    except OSError:
+        return False
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry.name}/ns/pid") == ns:
+                    members.append(int(entry.name))
+            except OSError:
+                continue
+    if pid not in members:
+        return False
+    for member in [pid] + [m for m in members if m != pid]:
+        try:
+            os.kill(member, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return member != pid
+    return True
+
+
+def _remove_litter(paths: list[Path]) -> None:
+    """Remove mountpoints podman made in a writeable rootfs, if still empty."""
+    for path in paths:
+        try:
+            if path.is_symlink() or (path.is_file() and path.stat().st_size == 0):
+                path.unlink()
+        except OSError:
+            pass
+
+
+class PodmanBackend:
+    """Runs services as podman containers (rootful or rootless podman system service)."""
+
+    name = "podman"
+
+    def __init__(self, config: BackendConfig):
+        opts = config.options
+        self.url: str = opts.get("podman_url") or default_url()
+        self.runtime: str = opts.get("podman_runtime", "runc") or ""
+        self.ulimits = parse_ulimits(opts.get("podman_ulimits", DEFAULT_ULIMITS) or "")
+        self.sock = socket_path(self.url)
+        self.local = self.sock is not None
+        self.client: Any = None
+        self._noted: dict[str, tuple[str, ...]] = {}
+
+    async def open(self) -> None:
+        import podman
+
+        if self.sock is not None and not os.path.exists(self.sock):
+            raise BackendUnavailable(
+                f"podman is not reachable: no socket at {self.sock} "
+                f"(start it with `podman system service --time=0 {self.url}`)"
+            )
+        client = podman.PodmanClient(base_url=self.url, max_pool_size=64)
+        try:
+            ok = await asyncio.to_thread(client.ping)
+        except Exception as exc:
+            client.close()
+            raise BackendUnavailable(f"podman is not reachable at {self.url}: {_message(exc)}") from exc
+        if not ok:
+            client.close()
+            raise BackendUnavailable(f"podman at {self.url} did not answer its ping")
+        self.client = client
+
+    async def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def _client(self) -> Any:
+        if self.client is None:
+            raise BackendUnavailable("the podman backend is not open")
+        return self.client
+
+    async def cleanup(self, keep: frozenset[str] = frozenset()) -> list[str]:
+        client = self._client()
+        try:
+            found = await asyncio.to_thread(client.containers.list, all=True, filters={"label": LABEL})
+        except Exception as exc:
+            raise BackendUnavailable(f"podman at {self.url}: {_message(exc)}") from exc
+        removed = []
+        for ct in found:
+            service = (ct.labels or {}).get(LABEL, "")
+            if service in keep:
+                continue
+            await self.remove(ct.id)
+            removed.append(service or ct.id)
+        return sorted(removed)
+
+    async def remove(self, container_id: str) -> None:
+        """Kill and remove a container at once (``podman rm -f -t 0``); gone already is fine."""
+
+        def rm() -> None:
+            resp = self._client().api.delete(f"/containers/{container_id}", params={"force": True, "timeout": 0})
+            if resp.status_code != 404:
+                resp.raise_for_status()
+
+        try:
+            await asyncio.to_thread(rm)
+        except Exception as exc:
+            raise BackendError(f"podman could not remove {container_id}: {_message(exc)}") from exc
+
+    async def launch(self, request: LaunchRequest) -> PodmanContainer:
+        client = self._client()
+        oci = request.oci
+        if self.local:  # podman runs on this host: what this host cannot do, it cannot either
+            oci = json.loads(json.dumps(oci))
+            for note in fit_to_host(oci):
+                log.info("%s: %s", request.service_id, note)
+        body, notes = translate(oci, request.service_id, runtime=self.runtime, ulimits=self.ulimits)
+        self._note(request.service_id, notes)
+        litter = []
+        if not body["rootfs_overlay"] and self.local:
+            litter = [p for p in (Path(body["rootfs"]) / n for n in PODMAN_LITTER) if not os.path.lexists(p)]
+        container = await self._create(client, body)
+        pump = LogPump(request.log, name=request.service_id)
+        handle = PodmanContainer(self, request, container, pump, notes, litter)
+        try:
+            # Attach before start: conmon then hands over every byte, in the order it read them.
+            resp = await asyncio.to_thread(
+                client.api.post,
+                f"/containers/{container.id}/attach",
+                params={"stream": True, "stdout": True, "stderr": True, "logs": False},
+                stream=True,
+            )
+            resp.raise_for_status()
+            pump.start(resp)
+            await asyncio.to_thread(container.start)
+            await asyncio.to_thread(container.reload)
+        except Exception as exc:
+            await handle.delete()
+            raise BackendError(f"podman could not start {request.service_id}: {_message(exc)}") from exc
+        handle.pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        handle._start_waiter()
+        return handle
+
+    async def _create(self, client: Any, body: dict[str, Any]) -> Any:
+        def create() -> Any:
+            return client.api.post(
+                "/containers/create", data=json.dumps(body), headers={"content-type": "application/json"}
+            )
+
+        try:
+            resp = await asyncio.to_thread(create)
+            if resp.status_code in (409, 500) and "already in use" in resp.text:
+                # A container of ours left by a crashed run: never two instances of a service.
+                old = await asyncio.to_thread(client.containers.get, body["name"])
+                if LABEL not in (old.labels or {}):
+                    raise BackendError(f"a container named {body['name']} exists and extvisor did not make it")
+                await self.remove(old.id)
+                resp = await asyncio.to_thread(create)
+            resp.raise_for_status()
+            # The model needs only the id; start() and reload() fill in the rest.
+            return client.containers.prepare_model({"Id": resp.json()["Id"], "Name": body["name"]})
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"podman could not create {body['name']}: {_message(exc)}") from exc
+
+    def _note(self, service_id: str, notes: list[str]) -> None:
+        # Logged once per service (again if the list changes), not at every restart; the
+        # supervisor turns a handle's notes into the service's event, once.
+        if notes and self._noted.get(service_id) != tuple(notes):
+            self._noted[service_id] = tuple(notes)
+            log.warning("%s: podman cannot express: %s", service_id, ", ".join(notes))

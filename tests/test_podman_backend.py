@@ -1,0 +1,139 @@
+"""The backend contract and podman specifics, against a private rootful podman service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from podman_service import PodmanService, listing, podman_service  # noqa: F401  (fixture)
+
+from extvisor import BackendConfig, BackendUnavailable
+from extvisor.testing import BackendContract, Harness
+from extvisor_podman import PodmanBackend
+from extvisor_podman.translate import LABEL, translate
+
+pytestmark = pytest.mark.podman
+
+
+def leftovers_of(svc: PodmanService, service_id: str) -> list[str]:
+    out = svc.podman("ps", "-a", "--filter", f"label={LABEL}={service_id}", "--format", "{{.Names}}").stdout
+    return [f"container {name}" for name in out.split()]
+
+
+class TestPodman(BackendContract):
+    @pytest.fixture
+    def backend_factory(self, podman_service: PodmanService, tmp_path: Path) -> Callable[[], PodmanBackend]:
+        options = {"podman_url": podman_service.url}
+        return lambda: PodmanBackend(BackendConfig(state_dir=tmp_path / "state", options=options))
+
+    @pytest.fixture(autouse=True)
+    def _service(self, podman_service: PodmanService) -> None:
+        self.svc = podman_service
+
+    def leftovers(self, service_id: str) -> list[str]:
+        return leftovers_of(self.svc, service_id)
+
+    async def test_stdout_and_stderr_in_order(self, harness: Harness) -> None:
+        """Weaker than the contract: conmon reads stdout and stderr from two pipes.
+
+        Lines of each stream keep their order and are never split by the other stream;
+        the order between streams is the order conmon read them in (README.md).
+        """
+        status, out = await harness.run(harness.spec("order", "echo a; echo b >&2; echo c; echo d >&2"))
+        assert status.success
+        lines = out.splitlines(keepends=True)
+        assert sorted(lines) == ["a\n", "b\n", "c\n", "d\n"]
+        assert [x for x in lines if x in ("a\n", "c\n")] == ["a\n", "c\n"]
+        assert [x for x in lines if x in ("b\n", "d\n")] == ["b\n", "d\n"]
+
+    async def test_streams_interleaved_by_line(self, harness: Harness) -> None:
+        script = "i=0; while [ $i -lt 3000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done"
+        status, out = await harness.run(harness.spec("both", script), timeout=30)
+        assert status.success
+        lines = out.splitlines()
+        assert [x for x in lines if x.startswith("out")] == [f"out{i}" for i in range(3000)]
+        assert [x for x in lines if x.startswith("err")] == [f"err{i}" for i in range(3000)]
+        assert len(lines) == 6000
+
+    async def test_rootfs_is_left_unmodified(self, harness: Harness) -> None:
+        spec = harness.spec("pristine", "cat /etc/hostname; ls /run; touch /tmp/x 2>/dev/null; echo done")
+        rootfs = harness.rootfs(spec)
+        before = listing(rootfs)
+        status, out = await harness.run(spec)
+        assert status.success, out
+        assert listing(rootfs) == before
+
+    async def test_writeable_rootfs_only_gains_what_the_service_wrote(self, harness: Harness) -> None:
+        spec = harness.spec("rwclean", "touch /made-by-service", security={"writeableRootfs": True})
+        rootfs = harness.rootfs(spec)
+        before = {p for p, *_ in listing(rootfs)}
+        status, out = await harness.run(spec)
+        assert status.success, out
+        assert {p for p, *_ in listing(rootfs)} - before == {"made-by-service"}
+
+    async def test_labels_and_settings(self, harness: Harness) -> None:
+        spec = harness.spec("labels", ["/bin/sleep", "1000"])
+        handle, _ = await harness.launch(spec)
+        ct = handle.container
+        await asyncio.to_thread(ct.reload)
+        assert ct.labels[LABEL] == spec.id
+        assert ct.name == spec.id
+        host = ct.attrs["HostConfig"]
+        assert host["NetworkMode"] == "host"
+        assert host["ReadonlyRootfs"] is True
+        assert ct.attrs["OCIRuntime"] == "runc"
+        await handle.delete()
+
+    async def test_host_network_and_ipc(self, harness: Harness) -> None:
+        script = "for n in net ipc pid; do readlink /proc/self/ns/$n; done"
+        status, out = await harness.run(harness.spec("ns", script))
+        assert status.success, out
+        net, ipc, pid = out.split()
+        assert net == _ns("net") and ipc == _ns("ipc") and pid != _ns("pid")
+
+    async def test_notes_name_what_podman_cannot_express(self, harness: Harness) -> None:
+        spec = harness.spec("notes", "true", security={"readonlyPaths": ["/proc/sys", "/etc"]})
+        handle, _ = await harness.launch(spec)
+        await handle.wait()
+        assert "readonlyPaths /etc" in handle.notes
+        await handle.delete()
+
+
+def _ns(kind: str) -> str:
+    import os
+
+    return os.readlink(f"/proc/self/ns/{kind}")
+
+
+async def test_unreachable_socket(tmp_path: Path) -> None:
+    backend = PodmanBackend(BackendConfig(tmp_path, {"podman_url": f"unix://{tmp_path}/none.sock"}))
+    with pytest.raises(BackendUnavailable, match="not reachable"):
+        await backend.open()
+    (tmp_path / "dead.sock").touch()  # a path that exists but nobody listens on
+    backend = PodmanBackend(BackendConfig(tmp_path, {"podman_url": f"unix://{tmp_path}/dead.sock"}))
+    with pytest.raises(BackendUnavailable, match="not reachable"):
+        await backend.open()
+
+
+def test_translate_masks_and_readonly_paths() -> None:
+    oci = {
+        "process": {"args": ["/bin/true"], "env": ["A=1"], "oomScoreAdj": -600},
+        "root": {"path": "/r", "readonly": True},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "maskedPaths": ["/proc/keys"],
+                  "readonlyPaths": ["/proc/sys"], "resources": {"memory": {"limit": 1}}},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["strictatime", "size=1k"]},
+                   {"destination": "/x", "type": "bind", "source": "/y", "options": ["rbind", "ro", "sync"]}],
+        "hooks": {},
+    }  # fmt: skip
+    body, notes = translate(oci, "ext-a")
+    assert body["mask"] == ["/proc/keys"]
+    assert "/proc/sys" not in body["unmask"] and "/proc/keys" not in body["unmask"] and "/proc/fs" in body["unmask"]
+    assert [m["destination"] for m in body["mounts"]] == ["/run", "/x"]
+    assert body["mounts"][0]["options"] == ["size=1k"]
+    assert body["oom_score_adj"] == -600 and body["env"] == {"A": "1"}
+    assert body["netns"] == {"nsmode": "host"} and body["utsns"] == {"nsmode": "host"}
+    assert body["pidns"] == {"nsmode": "private"}
+    assert notes == ["hooks", "mount /x options sync", "linux.resources.memory"]
