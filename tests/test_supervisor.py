@@ -248,3 +248,19 @@ async def test_stop_and_start_again_appends_a_new_sequence(make_sup):
         await until(lambda: sup.services["ext-a"].state is State.Running)
         await sup.services["ext-a"].stop()
     assert states(sup, "ext-a") == ["Starting", "Preparing", "Preparing", "Running", "Stopping", "Finished"] * 2
+
+
+async def test_apply_replaces_a_spec_and_remove_forgets_a_service(make_sup, tmp_path: Path):
+    sup = make_sup(spec("a", "echo one; sleep 30"))
+    sup.start_all()
+    await until(lambda: sup.services["ext-a"].state is State.Running)
+    await sup.apply(spec("a", "echo two; sleep 30"))
+    await until(lambda: b"two" in sup.logs["ext-a"].path.read_bytes())
+    assert "Service spec changed" in [e.msg for e in sup.services["ext-a"].history.get()]
+    (tmp_path / "rootfs" / "b" / "bin").mkdir(parents=True)
+    shutil.copy("/bin/sh", tmp_path / "rootfs" / "b" / "bin" / "sh")
+    await sup.apply(spec("b", "sleep 30"))
+    await until(lambda: sup.services["ext-b"].state is State.Running)
+    await sup.remove("ext-a")
+    assert "ext-a" not in sup.services and "ext-a" not in sup.logs
+    await sup.shutdown()

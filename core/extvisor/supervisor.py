@@ -225,6 +225,29 @@ class Supervisor:
             else:
                 service.start()
 
+    async def apply(self, spec: ServiceSpec, source: str = "") -> Service:
+        """Add a service, or replace a service's spec (keeping its history), and (re)start it."""
+        service = self.services.get(spec.id)
+        if service is None:
+            service = self.add(spec, source)
+        else:
+            await service.stop()
+            service.spec, service.source = spec, source
+            service.push(State.Initialized, "Service spec changed")
+        service.start()
+        return service
+
+    async def remove(self, service_id: str) -> None:
+        """Stop a service and forget it (its log file stays)."""
+        service = self.services.get(service_id)
+        if service is None:
+            return
+        await service.stop()
+        del self.services[service_id]
+        self.logs.pop(service_id).close()
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def dependents(self, service_id: str) -> list[str]:
         return [s.id for s in self.services.values() if service_id in s.spec.service_dependencies()]
 
