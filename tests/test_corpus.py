@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from extvisor.loader import load_directory, load_service_file, validate_file, validate_files
+from extvisor.loader import load_directory, load_service_file
+from extvisor.validate import validate_file, validate_files
 from extvisor.models import Restart
 
 HERE = Path(__file__).parent

@@ -15,8 +15,8 @@ from extvisor.loader import (
     load_config_text,
     load_directory,
     load_service_file,
-    validate_paths,
 )
+from extvisor.validate import validate_paths
 
 HERE = Path(__file__).parent
 

@@ -26,7 +26,7 @@ def validate(paths: tuple[str, ...], strict: bool, output: str) -> None:
     Each file's kind is told by its content. Prints FILE:LINE:COL: error|warning: field: message,
     one per line. Exit status 0 when nothing is an error, 1 otherwise.
     """
-    from .loader import validate_files
+    from .validate import validate_files
 
     results = validate_files(paths, _plugin_manager().condition_kinds(), strict)
     findings = [f for r in results for f in r.findings]
