@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import textwrap
 import time
@@ -161,6 +162,8 @@ def test_ordering_by_service_and_path(daemon: DaemonProcess, tmp_path: Path):
     assert base_at < running_at
     orphan = daemon.wait_state("ext-orphan", "Waiting")
     assert orphan["events"][-1]["msg"] == 'Waiting for service "ext-nothere" to be "registered"'
+    assert "services wait for ext-nothere (1 service), which extvisor does not run" in daemon.log()
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
     assert daemon.stop() == 0
 
 

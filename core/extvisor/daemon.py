@@ -205,6 +205,7 @@ class Daemon:
             log.warning("backend %s is not reachable yet (%s); services will wait for it", cfg.backend, exc)
         for item in loaded:
             sup.add(item.spec, item.source)  # type: ignore[arg-type]
+        self._warn_undeclared(sup)
         sock = bind_socket(cfg.socket)
         server = await self._serve(sock)
         sup.start_all()
@@ -224,6 +225,19 @@ class Daemon:
             cfg.socket.unlink(missing_ok=True)
             os.close(lock)
             log.info("daemon stopped")
+
+    @staticmethod
+    def _warn_undeclared(sup: Supervisor) -> None:
+        """Name the Talos services (cri, udevd...) that specs wait for and nobody declared."""
+        counts: dict[str, int] = {}
+        for service in sup.services.values():
+            for dep in service.spec.service_dependencies():
+                if dep not in sup.services and dep not in sup.host_services:
+                    counts[dep] = counts.get(dep, 0) + 1
+        if counts:
+            named = ", ".join(f"{n} ({c} service{'s' if c > 1 else ''})" for n, c in sorted(counts.items()))
+            log.warning("services wait for %s, which extvisor does not run: declare them with "
+                        "--host-service NAME (assumed up) or NAME=PATH (up once PATH exists)", named)
 
     async def _configs_changed(self, names: set[str]) -> None:
         """A document was added, changed or removed: restart that service (Talos does)."""
