@@ -31,13 +31,14 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         "log_max_bytes", "log_backups", "assume_time_synced",
     }  # fmt: skip
     backend_options = {k: v for k, v in kw.items() if k not in known and v is not None}
+    # Absolute paths: they end up in OCI specs and bundles, which runtimes read from elsewhere.
     config = DaemonConfig(
-        config_dir=Path(kw["config_dir"]),
-        rootfs_dir=Path(kw["rootfs_dir"]),
-        state_dir=Path(kw["state_dir"]),
-        log_dir=Path(kw["log_dir"]),
-        socket=Path(kw["socket"]),
-        service_config_dir=Path(kw["service_config_dir"]) if kw["service_config_dir"] else None,
+        config_dir=Path(kw["config_dir"]).absolute(),
+        rootfs_dir=Path(kw["rootfs_dir"]).absolute(),
+        state_dir=Path(kw["state_dir"]).absolute(),
+        log_dir=Path(kw["log_dir"]).absolute(),
+        socket=Path(kw["socket"]).absolute(),
+        service_config_dir=Path(kw["service_config_dir"]).absolute() if kw["service_config_dir"] else None,
         backend=kw["backend"],
         backend_options=backend_options,
         host_services=list(kw["host_service"]),
