@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from daemon_process import DaemonProcess  # noqa: E402
 
-from extvisor.oci import build_oci_spec  # noqa: E402
+from extvisor.oci import build_oci_spec, fit_to_host  # noqa: E402
 from extvisor.testing import make_busybox_rootfs, make_service  # noqa: E402
 
 
@@ -56,7 +56,9 @@ def raw_runc_start(base: Path, n: int) -> float:
         spec = make_service(f"raw{i:03d}", "sleep 1000")
         bundle = root / f"b{i}"
         bundle.mkdir(parents=True)
-        (bundle / "config.json").write_text(json.dumps(build_oci_spec(spec, root / "rootfs")))
+        oci = build_oci_spec(spec, root / "rootfs")
+        fit_to_host(oci)  # the same host adjustments the backend makes
+        (bundle / "config.json").write_text(json.dumps(oci))
         script.append(f"runc --root {root}/state run --detach --bundle {bundle} raw{i:03d} </dev/null >/dev/null 2>&1")
     t0 = time.perf_counter()
     subprocess.run(["sh", "-c", "\n".join(script)], check=True)
@@ -135,7 +137,9 @@ def bench_logs(backend: str, lines: int = 2_000_000) -> tuple[float, float]:
         make_busybox_rootfs(root / "rootfs")
         spec = make_service("rawlog", f"seq 1 {lines}")
         (root / "b").mkdir()
-        (root / "b" / "config.json").write_text(json.dumps(build_oci_spec(spec, root / "rootfs")))
+        oci = build_oci_spec(spec, root / "rootfs")
+        fit_to_host(oci)
+        (root / "b" / "config.json").write_text(json.dumps(oci))
         t0 = time.perf_counter()
         with open(root / "out.log", "wb") as out:
             subprocess.run(["runc", "--root", str(root / "state"), "run", "--bundle", str(root / "b"), "rawlog"],

@@ -448,3 +448,14 @@ def test_parse_service_raises_load_error_only():
     with pytest.raises(LoadError) as info:
         parse_service(BASE + "name: x\n", "svc.yaml", KINDS)
     assert info.value.findings and "already defined" in str(info.value)
+
+
+def test_unknown_key_warning_suggests_the_intended_key():
+    typo = load_service_text(
+        "name: a\ncontainer:\n  entrypoint: /x\n  mounts:\n    - {source: /a, destination: /b, optons: [bind]}\nrestart: never\n",
+        "typo.yaml", KINDS,
+    )  # fmt: skip
+    assert [f.message for f in typo.findings] == ["unknown key `optons` (ignored, as Talos does); did you mean `options`?"]
+    misplaced = load_service_text("name: a\ncontainer: {entrypoint: /x}\nrestart: never\nmounts: []\n", "m.yaml", KINDS)
+    assert misplaced.findings[0].message.endswith("did you mean `container.mounts` (indented under `container:`)?")
+    assert (misplaced.findings[0].line, misplaced.findings[0].column) == (4, 1)

@@ -141,7 +141,8 @@ def _prepare(data: Any, model: type[BaseModel], path: tuple, report: _Report, le
         info = fields.get(key)
         if info is None:
             if lenient:
-                report.warn((*path, key), f"unknown key `{key}` (ignored, as Talos does)", at="key")
+                hint = _did_you_mean(str(key), model, fields)
+                report.warn((*path, key), f"unknown key `{key}` (ignored, as Talos does){hint}", at="key")
             else:
                 out[key] = value  # the strict model reports it
             continue
@@ -154,6 +155,20 @@ def _prepare(data: Any, model: type[BaseModel], path: tuple, report: _Report, le
             value = _prepare(value, sub, (*path, key), report, lenient)
         out[key] = value
     return out
+
+
+def _did_you_mean(key: str, model: type[BaseModel], fields: Mapping[str, Any]) -> str:
+    """A typo (``optons``) or a key one level off (``mounts`` at the top) is usually what it is."""
+    import difflib
+
+    close = difflib.get_close_matches(key, [str(f) for f in fields], n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean `{close[0]}`?"
+    for name, info in model.model_fields.items():
+        sub, _ = _model_of(info.annotation)
+        if sub is not None and key in sub.model_fields:
+            return f"; did you mean `{name}.{key}` (indented under `{name}:`)?"
+    return ""
 
 
 # -- service specs -------------------------------------------------------------------
