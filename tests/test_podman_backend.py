@@ -137,3 +137,32 @@ def test_translate_masks_and_readonly_paths() -> None:
     assert body["netns"] == {"nsmode": "host"} and body["utsns"] == {"nsmode": "host"}
     assert body["pidns"] == {"nsmode": "private"}
     assert notes == ["hooks", "mount /x options sync", "linux.resources.memory"]
+
+
+async def test_two_daemons_on_one_podman_leave_each_other_alone(podman_service: PodmanService, tmp_path: Path):
+    from extvisor.testing import make_busybox_rootfs, make_service
+    from extvisor.oci import build_oci_spec
+    from extvisor import LaunchRequest
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            pass
+
+    ours = PodmanBackend(BackendConfig(state_dir=tmp_path / "a", options={"podman_url": podman_service.url}))
+    theirs = PodmanBackend(BackendConfig(state_dir=tmp_path / "b", options={"podman_url": podman_service.url}))
+    await ours.open()
+    await theirs.open()
+    spec = make_service("shared-pod", "sleep 1000")
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs" / spec.name)
+    request = LaunchRequest(spec.id, spec, build_oci_spec(spec, rootfs), rootfs, Sink(), tmp_path / "svc")
+    handle = await ours.launch(request)
+    try:
+        assert await theirs.cleanup() == []  # not theirs to remove
+        with pytest.raises(Exception, match="run by another extvisor"):
+            await theirs.launch(LaunchRequest(spec.id, spec, build_oci_spec(spec, rootfs), rootfs, Sink(), tmp_path / "svc2"))
+        assert leftovers_of(podman_service, spec.id) == [f"container {spec.id}"]
+    finally:
+        await handle.delete()
+        await ours.close()
+        await theirs.close()
+    assert leftovers_of(podman_service, spec.id) == []

@@ -158,6 +158,8 @@ def bind_socket(path: Path) -> socket.socket:
 
 
 class Daemon:
+    supervisor_class: type[Supervisor] = Supervisor  #: dev mode finds rootfs dirs its own way
+
     def __init__(self, config: DaemonConfig, pm: PluginManager | None = None):
         self.config = config
         self.pm = pm or get_plugin_manager()
@@ -189,7 +191,7 @@ class Daemon:
         configs.reload()
         hosts = [HostService.parse(h) for h in cfg.host_services]
         options = Options(rootfs_dir=cfg.rootfs_dir, state_dir=cfg.state_dir, log_dir=cfg.log_dir, **cfg.supervisor)
-        sup = self.sup = Supervisor(self.pm, backend, options, kinds, configs, hosts)
+        sup = self.sup = self.supervisor_class(self.pm, backend, options, kinds, configs, hosts)
         self.pm.register(ConsoleSink(sup), name="extvisor.console")
         loaded, findings = load_services(self.pm, cfg, kinds)
         for f in findings:

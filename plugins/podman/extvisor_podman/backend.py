@@ -21,7 +21,7 @@ from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus
 from extvisor.oci import fit_to_host
 
 from .stream import LogPump
-from .translate import LABEL, PODMAN_LITTER, parse_ulimits, translate
+from .translate import LABEL, OWNER_LABEL, PODMAN_LITTER, parse_ulimits, translate
 
 log = logging.getLogger("extvisor.podman")
 
@@ -178,6 +178,8 @@ class PodmanBackend:
         self.local = self.sock is not None
         self.client: Any = None
         self._noted: dict[str, tuple[str, ...]] = {}
+        # Several daemons (a node's, a dev mode's) may share one podman: each removes only its own.
+        self.owner = str(config.state_dir)
 
     async def open(self) -> None:
         import podman
@@ -217,7 +219,7 @@ class PodmanBackend:
         removed = []
         for ct in found:
             service = (ct.labels or {}).get(LABEL, "")
-            if service in keep:
+            if service in keep or (ct.labels or {}).get(OWNER_LABEL) != self.owner:
                 continue
             await self.remove(ct.id)
             removed.append(service or ct.id)
@@ -243,7 +245,7 @@ class PodmanBackend:
             oci = json.loads(json.dumps(oci))
             for note in fit_to_host(oci):
                 log.info("%s: %s", request.service_id, note)
-        body, notes = translate(oci, request.service_id, runtime=self.runtime, ulimits=self.ulimits)
+        body, notes = translate(oci, request.service_id, runtime=self.runtime, ulimits=self.ulimits, owner=self.owner)
         self._note(request.service_id, notes)
         litter = []
         if not body["rootfs_overlay"] and self.local:
@@ -283,6 +285,9 @@ class PodmanBackend:
                 old = await asyncio.to_thread(client.containers.get, body["name"])
                 if LABEL not in (old.labels or {}):
                     raise BackendError(f"a container named {body['name']} exists and extvisor did not make it")
+                if (old.labels or {}).get(OWNER_LABEL) != self.owner:
+                    owner = (old.labels or {}).get(OWNER_LABEL, "?")
+                    raise BackendError(f"{body['name']} is run by another extvisor on this podman (state dir {owner})")
                 await self.remove(old.id)
                 resp = await asyncio.to_thread(create)
             resp.raise_for_status()

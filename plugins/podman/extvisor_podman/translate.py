@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 LABEL = "io.extvisor.service"
+OWNER_LABEL = "io.extvisor.owner"  # the state dir of the daemon that made it
 
 # podman mounts these itself with the same options; passing them would only duplicate.
 PODMAN_MOUNTS = {"/proc": "proc", "/dev": "tmpfs", "/dev/pts": "devpts", "/dev/shm": "tmpfs", "/dev/mqueue": "mqueue"}
@@ -109,6 +110,7 @@ def translate(
     *,
     runtime: str = "",
     ulimits: list[dict[str, Any]] | None = None,
+    owner: str = "",
 ) -> tuple[dict[str, Any], list[str]]:
     """Return podman's create body for *oci*, and the names of settings it cannot express."""
     notes: list[str] = []
@@ -122,7 +124,7 @@ def translate(
     env = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
     body: dict[str, Any] = {
         "name": service_id,
-        "labels": {LABEL: service_id},
+        "labels": {LABEL: service_id, OWNER_LABEL: owner},
         "image": "",
         "rootfs": root["path"],
         # A read-only root is mounted as an overlay: podman then writes its mountpoints
