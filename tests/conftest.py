@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -42,3 +43,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+
+def _load_test_kinds():
+    """The five Talos kinds, emulated without the conditions plugin (tests/fakedist/helpers)."""
+    path = Path(__file__).parent / "fakedist" / "helpers" / "testkinds.py"
+    spec = importlib.util.spec_from_file_location("extvisor_testkinds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.KINDS
+
+
+TEST_KINDS = _load_test_kinds()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -12,17 +11,10 @@ from extvisor import LoadError
 from extvisor.loader import load_service_text, parse_service
 from extvisor.models import Restart
 
+from conftest import TEST_KINDS as KINDS  # noqa: E402
+
 HERE = Path(__file__).parent
 
-
-def _testkinds():
-    spec = importlib.util.spec_from_file_location("extvisor_testkinds", HERE / "fakedist" / "helpers" / "testkinds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-KINDS = _testkinds().KINDS
 
 BASE = """\
 name: svc

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 from procbackend import ProcBackend
 
 import extvisor_conditions
-from extvisor import hookimpl
 from extvisor.models import Dependency, Restart, ServiceSpec
 from extvisor.plugins import PluginManager
 from extvisor.state import State

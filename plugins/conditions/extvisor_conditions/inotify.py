@@ -12,6 +12,8 @@ import ctypes.util
 import errno
 import os
 
+from .wake import wait_and_clear
+
 IN_ATTRIB = 0x00000004
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
@@ -76,16 +78,7 @@ class DirWatch:
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait for the next event; ``False`` on timeout."""
-        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-        # that arrives as the event is set, and the waiter would never stop.
-        try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            self._event.clear()
+        return await wait_and_clear(self._event, timeout)
 
     def close(self) -> None:
         if self.fd < 0:

@@ -20,6 +20,8 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 
+from .wake import wait_and_clear
+
 log = logging.getLogger("extvisor.conditions.network")
 
 STATUSES = ("addresses", "connectivity", "hostname", "etcfiles")
@@ -162,16 +164,7 @@ class NetlinkHint:
         self._event.set()
 
     async def wait(self, timeout: float) -> bool:
-        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-        # that arrives as the event is set, and the waiter would never stop.
-        try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            self._event.clear()
+        return await wait_and_clear(self._event, timeout)
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
