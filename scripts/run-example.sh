@@ -15,7 +15,7 @@ if ! extvisor services >/dev/null 2>&1; then
   echo $! >/run/extvisor-daemon.pid
 fi
 for _ in $(seq 1 100); do
-  state=$(extvisor service ext-hello-world -o json 2>/dev/null | sed -n 's/^  "state": "\(.*\)",$/\1/p')
+  state=$(extvisor service ext-hello-world -o json 2>/dev/null | sed -n 's/^  "state": "\(.*\)",$/\1/p' || true)
   [ "$state" = "Running" ] && break
   sleep 0.1
 done
