@@ -183,6 +183,7 @@ class Daemon:
     async def run(self) -> None:
         cfg = self.config
         lock = lock_state_dir(cfg.state_dir)
+        from . import api  # noqa: F401  (FastAPI's imports take ~0.3 s: not between loading and starting)
         for p in self.pm.problems:
             log.warning("plugin %s: %s", p.plugin, p.message)
         kinds = self.pm.condition_kinds()
@@ -208,9 +209,9 @@ class Daemon:
         for item in loaded:
             sup.add(item.spec, item.source)  # type: ignore[arg-type]
         self._warn_undeclared(sup)
-        sock = bind_socket(cfg.socket)
-        server = await self._serve(sock)
+        sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
         sup.start_all()
+        server = await self._serve(sock)
         watcher = asyncio.create_task(configs.watch(self._configs_changed))
         self.ready.set()
         log.info("daemon ready: backend=%s socket=%s services=%d", cfg.backend, cfg.socket, len(sup.services))
