@@ -173,3 +173,19 @@ async def test_banner_and_reconnect(daemon: DaemonProcess) -> None:
         await until(pilot, lambda: len(log.kept) > first, "log follows after reconnect")
         body = str(app.query_one(EventsPane).query_one("#events-body").render())
         assert "ext-ticker" in body
+
+
+def test_model_never_duplicates_events_after_a_refetch_during_a_burst():
+    from extvisor.dashboard.model import Model
+
+    burst = [{"service": "ext-a", "state": s, "msg": f"m{i}", "ts": 100.0 + i}
+             for i, s in enumerate(["Stopping", "Finished", "Starting", "Waiting", "Preparing", "Preparing",
+                                    "Running", "Waiting", "Running", "Stopping", "Finished"])]  # fmt: skip
+    model = Model()
+    model.load({}, [{"id": "ext-a", "state": "Running", "events": []}])
+    model.apply(burst[0])
+    # The grouped refetch answers with the whole burst before the stream delivered it.
+    model.put({"id": "ext-a", "state": "Finished", "events": [dict(e) for e in burst]})
+    for event in burst[1:]:
+        assert model.apply(event) is False
+    assert [e["msg"] for e in model.services["ext-a"]["events"]] == [e["msg"] for e in burst]

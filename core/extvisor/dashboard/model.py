@@ -41,7 +41,9 @@ class Model:
             return False
         events = service.setdefault("events", [])
         key = (event["ts"], event["state"], event["msg"])
-        if any((e["ts"], e["state"], e["msg"]) == key for e in events[-8:]):
+        # The whole history (≤64), not a window: a refetch during a burst (a restart is ~7
+        # events) can hold more new events than a window would cover.
+        if any((e["ts"], e["state"], e["msg"]) == key for e in events):
             return False  # already in the snapshot taken after the stream opened
         events.append(event)
         del events[:-MAX_EVENTS]
