@@ -47,7 +47,7 @@ class ServiceInfo(BaseModel):
     state: State
     health: Health = Field(default_factory=Health)
     events: list[ServiceEvent] = Field(default_factory=list)
-    restarts: int = 0
+    restarts: int = 0  #: runs started again by the restart policy (an operator restart is not counted)
     pid: int | None = None
     started_at: float | None = None  #: when the current run reached Running
     changed_at: float | None = None  #: time of the last event
