@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from procutil import wait_ready
 
 CONFIG = """\
 version = 2
@@ -61,14 +62,7 @@ class ContainerdDaemon:
                 [binary, "--config", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"containerd exited with {self.proc.returncode}: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.terminate()
-                raise RuntimeError(f"containerd not ready after {timeout}s: {self.log_tail()}")
-            time.sleep(0.02)
+        wait_ready(self.proc, self.ready, "containerd", timeout, self.log_tail, self.terminate)
         return self
 
     def ready(self) -> bool:

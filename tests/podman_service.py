@@ -14,11 +14,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from procutil import wait_ready
 
 CONTAINERS_CONF = """\
 [containers]
@@ -65,14 +65,7 @@ class PodmanService:
         self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         logf.close()
-        deadline = time.monotonic() + timeout
-        while not self.ping():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"podman system service exited: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"podman system service not ready after {timeout} s: {self.log_tail()}")
-            time.sleep(0.03)
+        wait_ready(self.proc, self.ping, "podman system service", timeout, self.log_tail, self.stop, interval=0.03)
 
     def ping(self) -> bool:
         try:

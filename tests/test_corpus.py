@@ -6,20 +6,18 @@ it) and with equivalent kinds from a test plugin, so a loader bug is told from a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import TEST_KINDS
 
 from extvisor.loader import load_directory, load_service_file
 from extvisor.validate import validate_file, validate_files
 from extvisor.models import Restart
 
-HERE = Path(__file__).parent
 CORPUS = Path(__file__).parents[1].parent / "shared" / "corpus"
-CONDITIONS_PLUGIN = HERE.parent / "plugins" / "conditions" / "extvisor_conditions" / "__init__.py"
 EXTSERVICES_PREFIX = "internal__app__machined__pkg__controllers__runtime__testdata__extservices__"
 
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
@@ -45,19 +43,10 @@ INVALID_REASONS = {
 }
 
 
-def _testkinds():
-    spec = importlib.util.spec_from_file_location("extvisor_testkinds", HERE / "fakedist" / "helpers" / "testkinds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.KINDS
-
-
 @pytest.fixture(scope="module", params=["real-plugins", "test-kinds"])
 def kinds(request):
     if request.param == "test-kinds":
-        return _testkinds()
-    if not CONDITIONS_PLUGIN.exists():
-        pytest.skip("plugins/conditions not written yet")
+        return TEST_KINDS
     from extvisor.plugins import get_plugin_manager
 
     found = get_plugin_manager().condition_kinds()

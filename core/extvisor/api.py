@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -84,7 +85,7 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
         base = info()
         return DaemonInfo(
             **base,
-            pid=__import__("os").getpid(),
+            pid=os.getpid(),
             started_at=sup.started_at,
             uptime=time.time() - sup.started_at,
             hostname=socket.gethostname(),

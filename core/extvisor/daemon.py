@@ -258,7 +258,6 @@ class Daemon:
     async def _serve(self, sock: socket.socket):  # type: ignore[no-untyped-def]
         import uvicorn
 
-        from . import __version__ as _v  # noqa: F401  (ensures metadata is readable)
         from .api import create_app
 
         def info() -> dict[str, Any]:

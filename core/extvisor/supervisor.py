@@ -89,6 +89,7 @@ class Supervisor:
         self.services: dict[str, Service] = {}
         self.host_services = {h.id: h for h in host_services}
         self.logs: dict[str, ServiceLog] = {}
+        self._tails: dict[str, list[bytes]] = {}  # the last lines of each service, for "last log"
         self.started_at = time.time()
         self._changed = asyncio.Event()
         self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
@@ -110,8 +111,7 @@ class Supervisor:
 
     def _line_sink(self, service: Service):  # type: ignore[no-untyped-def]
         hook = self.pm.hook.extvisor_log_lines
-        tail: list[bytes] = []
-        service._tail = tail  # type: ignore[attr-defined]
+        tail = self._tails.setdefault(service.id, [])
 
         def sink(lines: list[bytes]) -> None:
             tail.extend(lines[-8:])
@@ -125,7 +125,7 @@ class Supervisor:
 
     def last_log(self, service_id: str) -> str:
         """The end of the service's output (≤512 bytes of whole lines), as Talos reports it."""
-        lines = getattr(self.services[service_id], "_tail", [])
+        lines = self._tails.get(service_id, [])
         text = b"".join(lines)[-512:].decode(errors="replace")
         if len(text) == 512 and "\n" in text[:-1]:
             text = text[text.index("\n") + 1 :]
@@ -245,6 +245,7 @@ class Supervisor:
         await service.stop()
         del self.services[service_id]
         self.logs.pop(service_id).close()
+        self._tails.pop(service_id, None)
         self._changed.set()
         self._changed = asyncio.Event()
 
