@@ -1,0 +1,34 @@
+"""Talos system extension images: fetch, unpack, check, and keep them installed.
+
+Holds reference parsing (``refs``), fetching with skopeo (``fetch``), applying layers safely
+(``unpack``), Talos's reading and rules (``manifest``, ``semver``), every check (``check``), the
+whole pipeline (``image``) and the on-disk store with atomic install, upgrade and removal
+(``store``). docs/extensions.md tells the story.
+
+May import: ``extvisor.spec``, ``extvisor.oci`` and the plugin-facing modules at the top of
+``extvisor``; never ``runtime``, ``server``, ``client`` or ``cli`` (the daemon calls in here,
+not the other way round).
+"""
+
+from __future__ import annotations
+
+from .check import CheckResult, Problem
+from .fetch import FetchError, FetchOptions, host_arch
+from .manifest import TALOS_VERSION, ExtensionError, Manifest
+from .progress import Progress
+from .refs import Ref, RefError, parse_ref
+
+__all__ = [
+    "TALOS_VERSION",
+    "CheckResult",
+    "ExtensionError",
+    "FetchError",
+    "FetchOptions",
+    "Manifest",
+    "Problem",
+    "Progress",
+    "Ref",
+    "RefError",
+    "host_arch",
+    "parse_ref",
+]

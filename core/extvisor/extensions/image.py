@@ -1,0 +1,114 @@
+"""From a reference to a checked, unpacked extension: fetch, verify, unpack, check.
+
+Used by the store to install, and by ``extvisor extensions validate`` to check without
+installing: both run exactly the same steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from extvisor.records import ConditionKind
+
+from . import manifest as mf
+from .check import CheckResult, Problem, check_extension
+from .fetch import FetchError, FetchOptions, fetch
+from .progress import Progress, ProgressFn, nothing
+from .refs import Ref
+from .semver import Version
+from .unpack import Layer, UnpackError, apply_layers
+
+IMAGE_DIR = "image"
+
+
+@dataclass
+class Unpacked:
+    """An image unpacked into ``<work>/image`` and checked."""
+
+    ref: Ref
+    path: Path  #: the directory holding ``manifest.yaml`` and ``rootfs/``
+    digest: str = ""  #: manifest digest (the chosen platform's), or the tarball's sha256
+    media_type: str = ""
+    check: CheckResult = field(default_factory=CheckResult)
+    unpacked: bool = False  #: False when fetching or unpacking failed
+
+    @property
+    def problems(self) -> list[Problem]:
+        return self.check.problems
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = nothing) -> Unpacked:
+    """Fetch and unpack *ref* into ``work/image``; problems (not exceptions) for a bad image."""
+    target = work / IMAGE_DIR
+    result = Unpacked(ref, target)
+    if ref.transport == "dir":
+        result.path = Path(ref.path)
+        result.unpacked = True
+        return result
+    target.mkdir()
+    try:
+        if ref.transport == "tarball":
+            # Talos's tarballPath: one plain tar of manifest.yaml + rootfs/, no whiteouts
+            path = Path(ref.path)
+            if not path.is_file():
+                raise FetchError(f"{ref}: {path} is not a file")
+            result.digest = _sha256_file(path)
+            layers = [Layer(path, "", -1, "", "tarball")]
+            whiteouts = False
+        else:
+            fetched = fetch(ref, work / "blobs", options, progress)
+            result.digest, result.media_type, layers = fetched.digest, fetched.media_type, fetched.layers
+            result.check.problems.extend(Problem("", "warning", w) for w in fetched.warnings)
+            whiteouts = True
+        for i, layer in enumerate(layers, 1):
+            layer.label = layer.label or f"layer {i}"
+
+        def applied(i: int, layer: Layer) -> None:
+            progress(Progress("unpack", f"applied {layer.label}", i, len(layers), ref.given))
+
+        report = apply_layers(layers, target, whiteouts, applied)
+        result.check.problems.extend(Problem("", "warning", w) for w in report.warnings)
+        result.unpacked = True
+    except FetchError as exc:
+        result.check.problems.append(Problem("", "error", str(exc)))
+    except UnpackError as exc:
+        result.check.problems.append(Problem("", "error", str(exc)))
+    finally:
+        shutil.rmtree(work / "blobs", ignore_errors=True)
+    return result
+
+
+def check(unpacked: Unpacked, talos: Version, kinds: Mapping[str, ConditionKind], strict: bool = False,
+          progress: ProgressFn = nothing) -> Unpacked:  # fmt: skip
+    """Run every check on an unpacked image; problems go into ``unpacked.check``."""
+    if not unpacked.unpacked:
+        return unpacked
+    progress(Progress("check", "", ref=unpacked.ref.given))
+    found = check_extension(unpacked.path, talos, kinds, strict)
+    found.problems[:0] = unpacked.check.problems
+    unpacked.check = found
+    return unpacked
+
+
+def validate(ref: Ref, options: FetchOptions, talos: Version, kinds: Mapping[str, ConditionKind],
+             strict: bool = False, progress: ProgressFn = nothing, tmp: str | None = None) -> Unpacked:  # fmt: skip
+    """Fetch, unpack and check *ref* in a temporary directory, then delete it."""
+    with tempfile.TemporaryDirectory(prefix="extvisor-validate-", dir=tmp) as work:
+        return check(unpack(ref, Path(work), options, progress), talos, kinds, strict, progress)
+
+
+def default_talos() -> Version:
+    return mf.talos_version(mf.TALOS_VERSION)
