@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import ssl
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,7 @@ def extension_entries(name: str, services: dict[str, str], rootfs_files: dict[st
         entries += [directory(base), directory(base + "/bin")]
         if busybox is not None:
             entries.append(file(base + "/bin/busybox", busybox.read_bytes(), 0o755))
-            entries += [hardlink(f"{base}/bin/{tool}", base + "/bin/busybox") for tool in ("sh", "sleep", "echo", "cat")]
+            entries += [symlink(f"{base}/bin/{tool}", "busybox") for tool in ("sh", "sleep", "echo", "cat", "ls")]
         else:
             entries.append(file(base + "/bin/sh", b"#!/bin/false\n", 0o755))
     for path, data in (rootfs_files or {}).items():
@@ -210,7 +211,7 @@ class Pusher:
     """Push blobs and manifests to a registry (distribution API v2), any media type."""
 
     def __init__(self, base: str, auth: tuple[str, str] | None, ca: Path | None):
-        self.client = httpx.Client(base_url=base, auth=auth, verify=str(ca) if ca else False, timeout=30)
+        self.client = httpx.Client(base_url=base, auth=auth, verify=ssl.create_default_context(cafile=str(ca)) if ca else False, timeout=30)
 
     def blob(self, repo: str, data: bytes) -> None:
         digest = sha(data)

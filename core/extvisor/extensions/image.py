@@ -85,7 +85,7 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
     except FetchError as exc:
         result.check.problems.append(Problem("", "error", str(exc)))
     except UnpackError as exc:
-        result.check.problems.append(Problem("", "error", str(exc)))
+        result.check.problems.append(Problem(exc.entry, "error", str(exc)))
     finally:
         shutil.rmtree(work / "blobs", ignore_errors=True)
     return result

@@ -38,7 +38,11 @@ Parts = tuple[str, ...]
 
 
 class UnpackError(Exception):
-    """A layer that cannot be applied; names the layer and the entry."""
+    """A layer that cannot be applied; names the layer and the entry (``entry``)."""
+
+    def __init__(self, message: str, entry: str = ""):
+        super().__init__(message)
+        self.entry = entry
 
 
 @dataclass
@@ -77,19 +81,20 @@ def verify_blob(path: Path, digest: str, size: int = -1, label: str = "") -> Non
 
 
 def _open_stream(layer: Layer, raw: IO[bytes]) -> IO[bytes]:
+    """Decompress by content: docker-archive layers say ``tar.gzip`` but are plain tars."""
     head = raw.read(4)
     raw.seek(0)
-    if layer.media_type in ZSTD_TYPES or head == b"\x28\xb5\x2f\xfd":
+    if head == b"\x28\xb5\x2f\xfd":
         try:
             import zstandard
         except ImportError:
             raise UnpackError(f"{layer.label}: zstd layers need the zstandard package (pip install zstandard)") from None
         return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[no-any-return]
-    if layer.media_type in GZIP_TYPES or head[:2] == b"\x1f\x8b":
+    if head[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if layer.media_type in TAR_TYPES or not layer.media_type:
-        return raw
-    raise UnpackError(f"{layer.label}: unsupported layer media type {layer.media_type}")
+    if layer.media_type and layer.media_type not in (*GZIP_TYPES, *ZSTD_TYPES, *TAR_TYPES):
+        raise UnpackError(f"{layer.label}: unsupported layer media type {layer.media_type}")
+    return raw
 
 
 def split_name(name: str) -> Parts:
@@ -190,7 +195,7 @@ class _Applier:
                     stream.close()
 
     def refuse(self, layer: Layer, member: tarfile.TarInfo, why: str) -> UnpackError:
-        return UnpackError(f"{layer.label}: entry {member.name!r}: {why}")
+        return UnpackError(f"{layer.label}: entry {member.name!r}: {why}", member.name)
 
     def entry(self, layer: Layer, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         try:
@@ -226,7 +231,10 @@ class _Applier:
             raise self.refuse(layer, member, str(exc)) from None
         except OSError as exc:
             raise self.refuse(layer, member, f"cannot be written: {exc.strerror or exc}") from None
-        self.layer_paths.add(parts)
+        for i in range(len(parts), 0, -1):  # the entry and its parents now belong to this layer
+            if parts[:i] in self.layer_paths:
+                break
+            self.layer_paths.add(parts[:i])
         self.report.entries += 1
 
     def replace(self, parts: Parts) -> None:

@@ -1,0 +1,382 @@
+"""Installed extensions on disk, changed atomically.
+
+Layout under ``<state-dir>/extensions``::
+
+    installed/<name>  -> ../trees/<token>   one symlink per installed extension
+    trees/<token>/image/{manifest.yaml,rootfs/}, record.json, files.txt
+    staging/<token>/                         an install in progress
+    merged -> merged.d/<token>               every extension's rootfs merged, later on top
+
+An install unpacks and checks in ``staging/`` (same filesystem), syncs it, renames it into
+``trees/`` and then swaps the ``installed/<name>`` symlink with one ``rename``: before that
+rename the old version (or nothing) is installed, after it the new one, whatever kills the
+process in between. Removal is one ``unlink``. ``recover`` (at daemon start) deletes staging
+dirs and trees no symlink points to; ``collect`` does the same after services moved on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extvisor.records import ConditionKind
+
+from . import image
+from .check import ROOTFS_DIR, Problem
+from .fetch import FetchOptions
+from .manifest import ALLOWED_PATHS, ROOTFS
+from .progress import Progress, ProgressFn, nothing
+from .refs import Ref
+from .semver import Version
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+class InstallError(Exception):
+    """The image was refused; ``problems`` says why, each with its path in the image."""
+
+    def __init__(self, ref: str, problems: list[Problem]):
+        self.ref = ref
+        self.problems = problems
+        super().__init__(f"{ref}: " + "; ".join(str(p) for p in problems if p.severity == "error"))
+
+
+@dataclass
+class Installed:
+    """One installed extension, as ``extvisor extensions`` lists it."""
+
+    name: str
+    version: str
+    author: str
+    description: str
+    digest: str
+    ref: str
+    services: list[str]  #: ``ext-...`` ids
+    seq: int
+    tree: Path
+    installed_at: float = 0.0
+    arch: str = ""
+    media_type: str = ""
+    compatibility: str = ""
+    warnings: list[str] = field(default_factory=list)
+    id: str = ""  #: position in stacking order, as Talos's ExtensionStatus IDs ("0", "1"...)
+
+    @property
+    def rootfs(self) -> Path:
+        return self.tree / image.IMAGE_DIR / ROOTFS
+
+    def service_files(self) -> list[Path]:
+        return sorted((self.rootfs / "usr/local/etc/containers").glob("*.yaml"))
+
+    def service_rootfs(self, name: str) -> Path:
+        return self.rootfs.joinpath(*ROOTFS_DIR, name)
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = ("id", "name", "version", "author", "description", "digest", "ref", "services", "arch",
+                "media_type", "compatibility", "installed_at", "warnings")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding *path* (one call, not one fsync per unpacked file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.installed_dir = self.root / "installed"
+        self.trees = self.root / "trees"
+        self.staging = self.root / "staging"
+        self.merged_d = self.root / "merged.d"
+        self.merged_link = self.root / "merged"
+        self._lock = threading.RLock()
+
+    # -- locking and recovery ------------------------------------------------------------
+
+    def _flock(self) -> int:
+        for d in (self.installed_dir, self.trees, self.staging, self.merged_d):
+            d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    class _Held:
+        def __init__(self, store: Store):
+            self.store = store
+
+        def __enter__(self) -> None:
+            self.store._lock.acquire()
+            self.fd = self.store._flock()
+
+        def __exit__(self, *exc: object) -> None:
+            os.close(self.fd)
+            self.store._lock.release()
+
+    def locked(self) -> Store._Held:
+        return Store._Held(self)
+
+    def recover(self) -> list[str]:
+        """Delete what an interrupted install or removal left; returns what was removed."""
+        with self.locked():
+            removed = [str(p) for p in self.staging.iterdir()]
+            for p in self.staging.iterdir():
+                _rmtree(p)
+            for p in self.installed_dir.iterdir():
+                if p.name.startswith(".") or not p.is_symlink() or not p.exists():
+                    removed.append(str(p))
+                    p.unlink(missing_ok=True)  # a half-made symlink, or one whose tree is gone
+            removed += self._collect()
+            if not self.merged_link.exists():
+                self._rebuild_merged()
+            return removed
+
+    def collect(self) -> list[str]:
+        """Delete trees no extension uses any more (after its services moved to the new one)."""
+        with self.locked():
+            return self._collect()
+
+    def _collect(self) -> list[str]:
+        used = {os.path.basename(os.readlink(p)) for p in self.installed_dir.iterdir() if p.is_symlink()}
+        removed = []
+        for tree in self.trees.iterdir():
+            if tree.name not in used:
+                removed.append(str(tree))
+                _rmtree(tree)
+        current = os.path.basename(os.readlink(self.merged_link)) if self.merged_link.is_symlink() else ""
+        for merged in self.merged_d.iterdir():
+            if merged.name != current:
+                _rmtree(merged)
+        return removed
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read(self, link: Path) -> Installed | None:
+        try:
+            tree = self.trees / os.path.basename(os.readlink(link))
+            data = json.loads((tree / "record.json").read_text())
+        except (OSError, ValueError):
+            return None
+        keys = Installed.__dataclass_fields__.keys() - {"tree", "id"}
+        return Installed(tree=tree, **{k: v for k, v in data.items() if k in keys})
+
+    def list(self) -> list[Installed]:
+        """Installed extensions in stacking order (later ones on top), ``id`` set."""
+        if not self.installed_dir.is_dir():
+            return []
+        found = [r for p in self.installed_dir.iterdir() if not p.name.startswith(".") and (r := self._read(p))]
+        found.sort(key=lambda r: (r.seq, r.name))
+        for i, r in enumerate(found):
+            r.id = str(i)
+        return found
+
+    def get(self, name: str) -> Installed | None:
+        return next((r for r in self.list() if r.name == name), None)
+
+    def files_of(self, record: Installed) -> list[str]:
+        try:
+            return (record.tree / "files.txt").read_text().splitlines()
+        except OSError:
+            return []
+
+    # -- installing ----------------------------------------------------------------------
+
+    def install(
+        self,
+        ref: Ref,
+        options: FetchOptions,
+        talos: Version,
+        kinds: Mapping[str, ConditionKind],
+        strict: bool = False,
+        taken: Mapping[str, str] | None = None,
+        progress: ProgressFn = nothing,
+    ) -> tuple[Installed, Installed | None]:
+        """Install *ref*, or upgrade the extension of the same name. Returns (new, old).
+
+        *taken* maps service names loaded from elsewhere (``--config-dir``) to their source;
+        a clash refuses the image. The old tree stays on disk until :meth:`collect`.
+        """
+        with self.locked():
+            token = uuid.uuid4().hex[:16]
+            work = self.staging / token
+            work.mkdir()
+            try:
+                unpacked = image.check(image.unpack(ref, work, options, progress), talos, kinds, strict, progress)
+                problems = list(unpacked.problems)
+                manifest = unpacked.check.manifest
+                if not unpacked.unpacked or manifest is None or not unpacked.check.ok(False):
+                    raise InstallError(ref.given, problems)
+                name = manifest.name
+                if not NAME_RE.match(name):
+                    raise InstallError(ref.given, [Problem("manifest.yaml", "error", f"extension name {name!r} cannot be installed "
+                                                           "(letters, digits, '.', '_', '+', '-'; at most 128)")])  # fmt: skip
+                old = self.get(name)
+                others = [r for r in self.list() if r.name != name]
+                seq = old.seq if old else max((r.seq for r in others), default=-1) + 1
+                problems += self._clashes(name, unpacked, others, taken or {})
+                problems += self._conflicts(name, seq, unpacked.check.files, others, strict)
+                if any(p.severity == "error" or (strict and p.severity == "warning") for p in problems):
+                    raise InstallError(ref.given, problems)
+                progress(Progress("install", f"{name} {manifest.ext_version}", ref=ref.given))
+                record = {
+                    "name": name, "version": manifest.ext_version, "author": manifest.author,
+                    "description": manifest.description, "digest": unpacked.digest, "ref": ref.given,
+                    "services": [s.id for s in unpacked.check.services], "seq": seq, "installed_at": time.time(),
+                    "arch": options.arch, "media_type": unpacked.media_type,
+                    "compatibility": manifest.talos_constraint, "warnings": [str(p) for p in problems],
+                }  # fmt: skip
+                (work / "record.json").write_text(json.dumps(record, indent=2))
+                (work / "files.txt").write_text("".join(f + "\n" for f in unpacked.check.files))
+                _syncfs(work)
+                os.rename(work, self.trees / token)
+                _fsync_dir(self.trees)
+                self._link(name, token)
+            finally:
+                _rmtree(work)
+            self._rebuild_merged()
+            new = self.get(name)
+            assert new is not None
+            return new, old
+
+    def _link(self, name: str, token: str) -> None:
+        tmp = self.installed_dir / f".{name}.{token}"
+        os.symlink(f"../trees/{token}", tmp)
+        os.rename(tmp, self.installed_dir / name)  # the switch: atomic
+        _fsync_dir(self.installed_dir)
+
+    def _clashes(self, name: str, unpacked: image.Unpacked, others: list[Installed], taken: Mapping[str, str]) -> list[Problem]:
+        problems = []
+        mine = {s.spec.name: s.file for s in unpacked.check.services}
+        for other in others:
+            for sid in other.services:
+                svc = sid.removeprefix("ext-")
+                if svc in mine:
+                    problems.append(Problem(mine[svc], "error", f"service {svc} of extension {name!r} clashes with "
+                                                                f"service {svc} of installed extension {other.name!r}"))  # fmt: skip
+        for svc, source in taken.items():
+            if svc in mine:
+                problems.append(Problem(mine[svc], "error", f"service {svc} of extension {name!r} clashes with "
+                                                            f"service {svc} loaded from {source}"))  # fmt: skip
+        return problems
+
+    def _conflicts(self, name: str, seq: int, files: list[str], others: list[Installed], strict: bool) -> list[Problem]:
+        """Files another extension provides too: Talos lets the upper one win in silence."""
+        mine = {f for f in files if not _ignored(f)}
+        problems = []
+        for other in others:
+            both = sorted(mine.intersection(self.files_of(other)))
+            upper, lower = (name, other.name) if seq > other.seq else (other.name, name)
+            for path in both[:20]:
+                message = f"file {path} is provided by both {other.name!r} and {name!r} ({upper!r} shadows {lower!r})"
+                problems.append(Problem(ROOTFS + path, "error" if strict else "warning", message))
+            if len(both) > 20:
+                problems.append(Problem(ROOTFS, "error" if strict else "warning",
+                                        f"... and {len(both) - 20} more files provided by both {other.name!r} and {name!r}"))  # fmt: skip
+        return problems
+
+    def remove(self, name: str) -> Installed:
+        """Uninstall *name* (one unlink); its tree goes at the next :meth:`collect`."""
+        with self.locked():
+            record = self.get(name)
+            if record is None:
+                raise KeyError(name)
+            (self.installed_dir / name).unlink()
+            _fsync_dir(self.installed_dir)
+            self._rebuild_merged()
+            return record
+
+    # -- the merged tree -------------------------------------------------------------------
+
+    def _rebuild_merged(self) -> None:
+        """Hard-link every extension's rootfs into one tree, later extensions on top."""
+        token = uuid.uuid4().hex[:16]
+        target = self.merged_d / token
+        target.mkdir(parents=True)
+        for record in self.list():
+            _merge(record.rootfs, target)
+        tmp = self.root / f".merged.{token}"
+        os.symlink(f"merged.d/{token}", tmp)
+        os.rename(tmp, self.merged_link)
+
+    def merged_root(self) -> Path:
+        return self.root / "merged.d" / os.path.basename(os.readlink(self.merged_link))
+
+    def mount_source(self, source: str) -> Path | None:
+        """Where a service's mount *source* comes from when an extension provides it.
+
+        Only under Talos's extension prefixes (``/usr/local``...), as on a node, where those
+        paths are the merged extensions: zfs-service mounts ``/usr/local/sbin``.
+        """
+        norm = os.path.normpath("/" + source.lstrip("/"))
+        if not any(norm == p or norm.startswith(p.rstrip("/") + "/") for p in ALLOWED_PATHS):
+            return None
+        if not self.merged_link.is_symlink():
+            return None
+        candidate = self.merged_root() / norm.lstrip("/")
+        return candidate if os.path.lexists(candidate) else None
+
+
+def _ignored(path: str) -> bool:
+    """What the duplicate-file check of the extensions repository ignores (depmod output)."""
+    return os.path.basename(path).startswith("modules.") and path.startswith("/usr/lib/modules/")
+
+
+def _merge(src_root: Path, dst_root: Path) -> None:
+    """Overlay *src_root* onto *dst_root* with hard links; never follows a symlink."""
+    for dirpath, dirnames, filenames in os.walk(src_root, followlinks=False):
+        rel = os.path.relpath(dirpath, src_root)
+        dst_dir = dst_root if rel == "." else dst_root / rel
+        for name in dirnames:
+            src, dst = os.path.join(dirpath, name), dst_dir / name
+            if os.path.islink(src):
+                _rmtree(dst)
+                os.link(src, dst, follow_symlinks=False)
+                continue
+            try:
+                st = os.lstat(dst)
+                if not stat.S_ISDIR(st.st_mode):
+                    dst.unlink()  # an upper directory hides a lower file or symlink
+                    os.mkdir(dst, 0o755)
+            except FileNotFoundError:
+                os.mkdir(dst, 0o755)
+            shutil.copymode(src, dst, follow_symlinks=False)
+        for name in filenames:
+            src, dst = os.path.join(dirpath, name), dst_dir / name
+            if os.path.lexists(dst):
+                _rmtree(dst)  # an upper file hides a lower one, or a whole lower directory
+            os.link(src, dst, follow_symlinks=False)

@@ -1,0 +1,1 @@
+"""Tests of system extension images (extvisor.extensions)."""
