@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from extvisor.client import Client, ClientError
+from extvisor.client.http import Client, ClientError
 
 
 class DaemonProcess:

@@ -21,7 +21,7 @@ def signature(name: str) -> str:
 
 
 def hook_tests() -> dict[str, str]:
-    files = sorted((ROOT / "tests").glob("test_hook_*.py")) + [ROOT / "tests" / "test_hooks.py"]
+    files = sorted((ROOT / "tests").rglob("test_hook_*.py")) + [ROOT / "tests" / "test_hooks.py"]
     return {f.name: f.read_text() for f in files if f.exists()}
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from extvisor.client import Client, ClientError
+from extvisor.client.http import Client, ClientError
 from extvisor.dashboard import DashboardApp
 from extvisor.testing import make_busybox_rootfs
 

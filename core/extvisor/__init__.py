@@ -11,9 +11,9 @@ import pluggy
 hookimpl = pluggy.HookimplMarker("extvisor")
 """Marker for hook implementations: ``@hookimpl def extvisor_register_conditions(): ...``"""
 
-from .findings import Finding, LoadError, SpecWarning  # noqa: E402
-from .models import ExtensionServiceConfig, ServiceSpec  # noqa: E402
-from .protocols import (  # noqa: E402
+from extvisor.spec.findings import Finding, LoadError, SpecWarning  # noqa: E402
+from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec  # noqa: E402
+from extvisor.protocols import (  # noqa: E402
     Backend,
     BackendConfig,
     BackendError,
@@ -24,8 +24,8 @@ from .protocols import (  # noqa: E402
     ExitStatus,
     LaunchRequest,
 )
-from .records import BackendOption, BackendType, ConditionKind, LoadContext, LoadedService  # noqa: E402
-from .state import ServiceEvent, State  # noqa: E402
+from extvisor.records import BackendOption, BackendType, ConditionKind, LoadContext, LoadedService  # noqa: E402
+from extvisor.state import ServiceEvent, State  # noqa: E402
 
 __all__ = [
     "Backend",
@@ -51,6 +51,11 @@ __all__ = [
     "State",
     "hookimpl",
 ]
+
+
+from extvisor import _moved  # noqa: E402
+
+_moved.install()
 
 
 def __getattr__(name: str) -> str:

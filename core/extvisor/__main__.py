@@ -1,3 +1,3 @@
-from .cli import main
+from extvisor.cli.main import main
 
 main()

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .models import ServiceSpec
-    from .protocols import ExitStatus
-    from .records import BackendType, ConditionKind, LoadContext, LoadedService
-    from .state import ServiceEvent
+    from extvisor.spec.models import ServiceSpec
+    from extvisor.protocols import ExitStatus
+    from extvisor.records import BackendType, ConditionKind, LoadContext, LoadedService
+    from extvisor.state import ServiceEvent
 
 _hookspec = pluggy.HookspecMarker("extvisor")
 

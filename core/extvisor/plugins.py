@@ -17,14 +17,14 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .records import BackendType, ConditionKind
+from extvisor import hookspecs
+from extvisor.records import BackendType, ConditionKind
 
 log = logging.getLogger("extvisor.plugins")
 
 GROUP = "extvisor"
 DISABLE_ENV = "EXTVISOR_DISABLE_PLUGINS"
-CORE_PLUGINS = ("extvisor.loader",)  # the core's own hook implementations
+CORE_PLUGINS = ("extvisor.spec.loader",)  # the core's own hook implementations
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .models import ExtensionServiceConfig, ServiceSpec
+    from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec
 
 
 class BackendError(Exception):

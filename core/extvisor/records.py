@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .findings import Finding
-    from .models import ServiceSpec
-    from .protocols import Backend, BackendConfig, Condition, ConditionContext
+    from extvisor.spec.findings import Finding
+    from extvisor.spec.models import ServiceSpec
+    from extvisor.protocols import Backend, BackendConfig, Condition, ConditionContext
 
 
 @dataclass(frozen=True)

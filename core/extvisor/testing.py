@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .models import ServiceSpec
-    from .protocols import Backend, ContainerHandle, ExitStatus
+    from extvisor.spec.models import ServiceSpec
+    from extvisor.protocols import Backend, ContainerHandle, ExitStatus
 
 try:  # explicit asyncio marks, so the contract also runs under asyncio_mode=strict
     import pytest_asyncio
@@ -85,7 +85,7 @@ def make_service(name: str, script_or_args: str | list[str], **fields: Any) -> S
     are container keys (``environment``, ``mounts``, ``security``) or top-level keys
     (``restart``, ``depends``, ``logToConsole``). ``restart`` defaults to ``never``.
     """
-    from .models import ServiceSpec
+    from extvisor.spec.models import ServiceSpec
 
     if isinstance(script_or_args, str):
         entrypoint, args = "/bin/sh", ["-c", script_or_args]
@@ -150,8 +150,8 @@ class Harness:
         return path
 
     def request(self, spec: ServiceSpec, sink: CollectingSink | None = None, **oci_kw: Any) -> Any:
-        from .oci import build_oci_spec
-        from .protocols import LaunchRequest
+        from extvisor.oci import build_oci_spec
+        from extvisor.protocols import LaunchRequest
 
         rootfs = self.rootfs(spec)
         state = self.state_dir / spec.id
@@ -246,7 +246,7 @@ class BackendContract:
     # -- the contract --------------------------------------------------------------
 
     async def test_exit_codes(self, harness: Harness) -> None:
-        from .protocols import ExitStatus
+        from extvisor.protocols import ExitStatus
 
         ok, failed = await asyncio.gather(
             harness.run(harness.spec("exit0", "exit 0")), harness.run(harness.spec("exit3", "exit 3"))
@@ -333,7 +333,7 @@ class BackendContract:
         assert status.success and int(out.split()[0]) > 0, f"{path} still masked with maskedPaths: []"
 
     async def test_sigterm_reaches_a_trap(self, harness: Harness) -> None:
-        from .protocols import ExitStatus
+        from extvisor.protocols import ExitStatus
 
         spec = harness.spec("trap", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done")
         handle, sink = await harness.launch(spec)
@@ -342,7 +342,7 @@ class BackendContract:
         assert await asyncio.wait_for(handle.wait(), self.wait_timeout) == ExitStatus(code=42)
 
     async def test_sigkill_after_ignored_sigterm(self, harness: Harness) -> None:
-        from .protocols import ExitStatus
+        from extvisor.protocols import ExitStatus
 
         handle, _ = await harness.launch(harness.spec("ignore", ["/bin/sleep", "1000"]))
         await handle.signal(signal.SIGTERM)  # pid 1 without a handler ignores it
@@ -359,7 +359,7 @@ class BackendContract:
         assert (await handle.wait()).success  # wait() may be called again
 
     async def test_missing_entrypoint(self, harness: Harness) -> None:
-        from .protocols import BackendError
+        from extvisor.protocols import BackendError
 
         spec = harness.spec("noexec", ["/bin/does-not-exist"])
         with pytest.raises(BackendError, match=re.escape("/bin/does-not-exist")):

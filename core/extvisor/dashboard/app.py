@@ -20,9 +20,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input
 
-from .feed import ApiError, Feed, Unreachable
-from .model import Model
-from .widgets import Banner, ConfirmStop, EventsPane, HeaderBar, LogPane, ServiceTable
+from extvisor.dashboard.feed import ApiError, Feed, Unreachable
+from extvisor.dashboard.model import Model
+from extvisor.dashboard.widgets import Banner, ConfirmStop, EventsPane, HeaderBar, LogPane, ServiceTable
 
 LOG_TAIL = 500  # lines of history shown when a service is selected
 LOG_MAX_LINES = 5000

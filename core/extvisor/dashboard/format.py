@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.text import Text
 
-from ..cli_service import go_duration, health_text
+from extvisor.client.format import go_duration, health_text
 
 __all__ = ["go_duration", "health_text", "state_style", "state_text", "since", "event_line", "matches"]
 

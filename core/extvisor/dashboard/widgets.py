@@ -13,7 +13,7 @@ from textual.containers import Grid, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, RichLog, Static
 
-from .format import event_line, go_duration, health_cell, last_event, matches, since, state_style, state_text
+from extvisor.dashboard.format import event_line, go_duration, health_cell, last_event, matches, since, state_style, state_text
 
 COLUMNS = (("id", "SERVICE"), ("state", "STATE"), ("health", "HEALTH"), ("restarts", "RESTARTS"),
            ("since", "UPTIME / SINCE"), ("event", "LAST EVENT"))  # fmt: skip

@@ -1,0 +1,64 @@
+"""The module paths of extvisor 0.1, kept for one release as deprecated aliases.
+
+0.2 put the modules in packages named after the parts (``extvisor.spec``,
+``extvisor.runtime``, ``extvisor.server``, ...). ``import extvisor.loader`` still works
+and warns; the aliases go in 0.3. Plugin-facing modules did not move.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+MOVED = {
+    "extvisor.findings": "extvisor.spec.findings",
+    "extvisor.models": "extvisor.spec.models",
+    "extvisor.yamlio": "extvisor.spec.yamlio",
+    "extvisor.loader": "extvisor.spec.loader",
+    "extvisor.validate": "extvisor.spec.validate",
+    "extvisor.schema": "extvisor.spec.schema",
+    "extvisor.envfile": "extvisor.runtime.envfile",
+    "extvisor.supervisor": "extvisor.runtime.supervisor",
+    "extvisor.service": "extvisor.runtime.service",
+    "extvisor.logs": "extvisor.runtime.logs",
+    "extvisor.configstore": "extvisor.runtime.configstore",
+    "extvisor.hostservices": "extvisor.runtime.hostservices",
+    "extvisor.waitall": "extvisor.runtime.waitall",
+    "extvisor.daemon": "extvisor.server.daemon",
+    "extvisor.api": "extvisor.server.api",
+    "extvisor.cli_spec": "extvisor.cli.spec",
+    "extvisor.cli_daemon": "extvisor.cli.daemon",
+    "extvisor.cli_service": "extvisor.cli.service",
+    "extvisor.cli_dashboard": "extvisor.cli.dashboard",
+    "extvisor.cli_dev": "extvisor.cli.dev",
+}
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers an old module name with the module at its new path, and warns."""
+
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if fullname not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        new = MOVED[spec.name]
+        warnings.warn(
+            f"{spec.name} is deprecated and will be removed in extvisor 0.3: import {new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module(new)
+
+    def exec_module(self, module):  # type: ignore[no-untyped-def]
+        # The module is the new one, already executed; keep its own name and spec.
+        return None
+
+
+def install() -> None:
+    if not any(isinstance(f, _Alias) for f in sys.meta_path):
+        sys.meta_path.append(_Alias())

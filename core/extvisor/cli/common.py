@@ -1,0 +1,36 @@
+"""Options and output shared by the client commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import yaml
+
+from extvisor.client.http import ClientError
+
+socket_option = click.option(
+    "--socket", "socket_path", envvar="EXTVISOR_SOCKET", default=None,
+    help="The daemon's API socket [env EXTVISOR_SOCKET; default /run/extvisor/extvisor.sock].",
+)  # fmt: skip
+output_option = click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
+
+
+def emit(data: Any, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+
+
+def run(fn):  # type: ignore[no-untyped-def]
+    """Turn client errors into one line on stderr and exit code 1, never a traceback."""
+    try:
+        return fn()
+    except ClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,96 @@
+"""``extvisor daemon``: its options, including those each backend plugin declares."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from extvisor.server.daemon import DaemonConfig, main_async, setup_logging
+
+
+def _backend_options() -> list[click.Option]:
+    """``--containerd-address`` and the like, from the registered backends."""
+    from extvisor.plugins import get_plugin_manager
+
+    opts: dict[str, click.Option] = {}
+    for btype in get_plugin_manager().backends().values():
+        for o in btype.options:
+            if o.flag not in opts:
+                help_text = f"[{btype.name}] {o.help}" + (f" (default {o.default})" if o.default not in (None, "") else "")
+                opts[o.flag] = click.Option([f"--{o.flag}", o.key], default=None, envvar=o.envvar, help=help_text)
+    return list(opts.values())
+
+
+def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
+    known = {
+        "config_dir", "rootfs_dir", "state_dir", "log_dir", "socket", "service_config_dir", "backend",
+        "host_service", "strict", "log_format", "restart_delay", "restart_max_delay", "stop_timeout",
+        "log_max_bytes", "log_backups", "assume_time_synced",
+    }  # fmt: skip
+    backend_options = {k: v for k, v in kw.items() if k not in known and v is not None}
+    # Absolute paths: they end up in OCI specs and bundles, which runtimes read from elsewhere.
+    config = DaemonConfig(
+        config_dir=Path(kw["config_dir"]).absolute(),
+        rootfs_dir=Path(kw["rootfs_dir"]).absolute(),
+        state_dir=Path(kw["state_dir"]).absolute(),
+        log_dir=Path(kw["log_dir"]).absolute(),
+        socket=Path(kw["socket"]).absolute(),
+        service_config_dir=Path(kw["service_config_dir"]).absolute() if kw["service_config_dir"] else None,
+        backend=kw["backend"],
+        backend_options=backend_options,
+        host_services=list(kw["host_service"]),
+        strict=kw["strict"],
+        log_format=kw["log_format"],
+        supervisor={
+            "restart_delay": kw["restart_delay"],
+            "restart_max_delay": kw["restart_max_delay"],
+            "stop_timeout": kw["stop_timeout"],
+            "log_max_bytes": kw["log_max_bytes"],
+            "log_backups": kw["log_backups"],
+            "condition_options": {"assume_time_synced": kw["assume_time_synced"]},
+        },
+    )
+    setup_logging(config.log_format)
+    sys.exit(asyncio.run(main_async(config)))
+
+
+def _build() -> click.Command:
+    params = [
+        click.Option(["--config-dir"], default="/usr/local/etc/containers", show_default=True,
+                     help="Directory of service YAML files."),
+        click.Option(["--rootfs-dir"], default="/usr/local/lib/containers", show_default=True,
+                     help="Directory holding each service's rootfs as <rootfs-dir>/<name>."),
+        click.Option(["--state-dir"], default="/var/lib/extvisor", show_default=True,
+                     help="Where the daemon records what it runs."),
+        click.Option(["--log-dir"], default="/var/log/extvisor", show_default=True, help="One log file per service."),
+        click.Option(["--socket"], default="/run/extvisor/extvisor.sock", show_default=True, envvar="EXTVISOR_SOCKET",
+                     help="The API's Unix socket (created 0600)."),
+        click.Option(["--service-config-dir"], default="/usr/local/etc/extvisor/service-configs", show_default=True,
+                     help="ExtensionServiceConfig documents (*.yaml)."),
+        click.Option(["--backend"], default="runc", show_default=True, help="Container backend plugin."),
+        click.Option(["--host-service"], multiple=True, metavar="NAME[=PATH]",
+                     help="A host service specs may depend on (e.g. cri): assumed up, or up once PATH exists. Repeatable."),
+        click.Option(["--strict"], is_flag=True, help="Treat warnings in service files as errors."),
+        click.Option(["--log-format"], type=click.Choice(["logfmt", "json"]), default="logfmt", show_default=True),
+        click.Option(["--restart-delay"], type=float, default=5.0, show_default=True,
+                     help="First delay before a restart, seconds (doubles after each quick crash)."),
+        click.Option(["--restart-max-delay"], type=float, default=60.0, show_default=True,
+                     help="Longest restart delay; a run this long resets the delay."),
+        click.Option(["--stop-timeout"], type=float, default=10.0, show_default=True,
+                     help="Grace period between SIGTERM and SIGKILL, seconds."),
+        click.Option(["--log-max-bytes"], type=int, default=10 * 1024 * 1024, show_default=True,
+                     help="Rotate a service's log file at this size."),
+        click.Option(["--log-backups"], type=int, default=3, show_default=True, help="Rotated log files kept."),
+        click.Option(["--assume-time-synced"], is_flag=True,
+                     help="Treat the clock as synchronised (machines with no time sync)."),
+    ]  # fmt: skip
+    return click.Command(
+        "daemon", callback=_daemon, params=params + _backend_options(),
+        help="Run every service of the config directory, in dependency order, and serve the API.",
+    )  # fmt: skip
+
+
+daemon = _build()

@@ -1,0 +1,21 @@
+"""The client: talking to a daemon's API and showing what it answers.
+
+Holds the HTTP client (``http``) and the plain-text formatting shared by the CLI and the
+dashboard (``format``). It must stay light: it never imports the server stack (FastAPI,
+uvicorn), the runtime or the backends, so that a CLI call answers fast.
+
+May import: ``extvisor.remote``, ``extvisor.spec`` and the plugin-facing modules.
+"""
+
+_MOVED = {"Client": "extvisor.client.http", "ClientError": "extvisor.client.http", "default_socket": "extvisor.client.http"}
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # 0.1's ``extvisor.client`` was one module; its names stay here, deprecated, for a release.
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(f"extvisor.client.{name} is deprecated: import it from {_MOVED[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(name)

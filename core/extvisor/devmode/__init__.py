@@ -1,0 +1,26 @@
+"""Dev mode (``extvisor dev``): a project folder's services in the terminal, reloaded on edits.
+
+Holds the project folder's layout (``project``), the terminal printer (``printer``) and
+the run itself with its file watcher (``run``).
+
+May import: ``extvisor.server`` (it runs the daemon in-process), ``extvisor.runtime``,
+``extvisor.spec`` and the plugin-facing modules. Never the CLI.
+"""
+
+_MOVED = {
+    "Printer": "extvisor.devmode.printer", "use_colour": "extvisor.devmode.printer",
+    "setup_dev_logging": "extvisor.devmode.printer", "rootfs_for": "extvisor.devmode.project",
+    "socket_for": "extvisor.devmode.project", "dev_config": "extvisor.devmode.project",
+    "run_dev": "extvisor.devmode.run",
+}
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # 0.1's ``extvisor.devmode`` was one module; its names stay here, deprecated, for a release.
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(f"extvisor.devmode.{name} is deprecated: import it from {_MOVED[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(name)

@@ -1,0 +1,71 @@
+"""A dev-mode project folder: where its rootfs directories, state and socket are.
+
+A project folder holds service files and their rootfs directories side by side::
+
+    DIR/hello.yaml        a service (name: hello)
+    DIR/hello/            its rootfs (or DIR/rootfs/hello/ when DIR/hello/ does not exist)
+    DIR/service-configs/  optional ExtensionServiceConfig documents
+    DIR/.extvisor/        state, logs and the API socket (made by dev mode)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from extvisor.server.daemon import DaemonConfig
+
+STATE = ".extvisor"
+SOCKET_MAX = 100  #: AF_UNIX paths are limited to 107 bytes
+
+
+def rootfs_for(project: Path, name: str) -> Path:
+    """``DIR/<name>``, or ``DIR/rootfs/<name>`` when only that one exists."""
+    direct = project / name
+    fallback = project / "rootfs" / name
+    if not direct.is_dir() and fallback.is_dir():
+        return fallback
+    return direct
+
+
+def socket_for(project: Path) -> Path:
+    """``DIR/.extvisor/extvisor.sock``; a short path in the temp dir when that is too long."""
+    path = project / STATE / "extvisor.sock"
+    if len(os.fsencode(path)) <= SOCKET_MAX:
+        return path
+    digest = hashlib.sha256(os.fsencode(project)).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"extvisor-dev-{os.getuid()}" / f"{digest}.sock"
+
+
+def dev_config(
+    project: Path,
+    backend: str = "podman",
+    backend_options: dict[str, Any] | None = None,
+    service_config_dir: Path | None = None,
+    host_services: Iterable[str] = (),
+    strict: bool = False,
+    supervisor: dict[str, Any] | None = None,
+) -> DaemonConfig:
+    """A daemon configuration with every path under *project* (no root, no system paths)."""
+    project = project.resolve()
+    state = project / STATE
+    if service_config_dir is None and (project / "service-configs").is_dir():
+        service_config_dir = project / "service-configs"
+    return DaemonConfig(
+        config_dir=project,
+        rootfs_dir=project,
+        state_dir=state / "state",
+        log_dir=state / "logs",
+        socket=socket_for(project),
+        service_config_dir=service_config_dir,
+        backend=backend,
+        backend_options=dict(backend_options or {}),
+        host_services=list(host_services),
+        strict=strict,
+        supervisor={"restart_delay": 1.0, "restart_max_delay": 10.0, "stop_timeout": 5.0, **(supervisor or {})},
+    )
+

@@ -1,0 +1,68 @@
+"""What a service and a host service need from whoever runs them: a narrow interface.
+
+The :class:`~extvisor.runtime.supervisor.Supervisor` implements :class:`ServiceHost`;
+``service`` and ``hostservices`` depend on this Protocol only, never on the supervisor,
+so the three modules import one way (supervisor -> service, hostservices -> host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from extvisor.runtime.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:
+    from extvisor.protocols import Condition, ConfigView, ContainerHandle
+    from extvisor.records import ConditionKind
+    from extvisor.spec.models import ServiceSpec
+    from extvisor.state import ServiceEvent
+
+
+@dataclass
+class Options:
+    """The supervisor's settings, read by every service it runs."""
+
+    rootfs_dir: Path
+    state_dir: Path
+    log_dir: Path
+    restart_delay: float = 5.0
+    restart_max_delay: float = 60.0
+    stop_timeout: float = 10.0
+    backend_retry: float = 2.0
+    recheck: float = 1.0  #: how often a waiting description is re-read (Talos: 1 s)
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUPS
+    condition_options: dict[str, Any] = field(default_factory=dict)
+
+
+class ServiceHost(Protocol):
+    """The supervisor as one service sees it."""
+
+    options: Options
+    backend_name: str
+    kinds: dict[str, ConditionKind]
+    configs: ConfigView
+    pm: Any  #: the plugin manager; services call ``pm.hook.extvisor_*``
+
+    def publish(self, event: ServiceEvent) -> None:
+        """Record a state change in the event stream."""
+
+    def rootfs_of(self, spec: ServiceSpec) -> Path:
+        """The root filesystem directory of *spec*'s container."""
+
+    def conditions_of(self, spec: ServiceSpec) -> list[Condition]:
+        """The conditions *spec* waits for, in Talos's order."""
+
+    def last_log(self, service_id: str) -> str:
+        """The end of the service's log, for a failure message."""
+
+    def is_up(self, service_id: str) -> bool: ...
+
+    def state(self, service_id: str) -> str | None: ...
+
+    async def changed(self) -> None: ...
+
+    async def launch(self, spec: ServiceSpec) -> ContainerHandle:
+        """Build the container of *spec* and start it through the backend."""

@@ -1,0 +1,250 @@
+"""One service and its life: wait for conditions, launch, restart, stop (Talos's ServiceRunner).
+
+A run goes Starting -> Waiting -> Preparing -> Running, then, by the restart policy,
+Waiting -> Running again, or Finished / Failed. Stopping ends any run with Finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from extvisor.spec.models import Restart, ServiceSpec
+from extvisor.oci import ContainerSpecError, check_rootfs, create_missing_sources
+from extvisor.protocols import BackendError, BackendUnavailable, ContainerHandle, ExitStatus
+from extvisor.state import Health, History, ServiceEvent, ServiceInfo, State
+from extvisor.runtime.waitall import ConditionFailed, wait_all
+
+if TYPE_CHECKING:
+    from extvisor.runtime.host import ServiceHost
+
+log = logging.getLogger("extvisor.service")
+
+
+class _Stop(Exception):
+    """Raised inside a run when the operator or shutdown asks the service to stop."""
+
+
+class Service:
+    def __init__(self, spec: ServiceSpec, supervisor: ServiceHost, source: str = ""):
+        self.spec = spec
+        self.id = spec.id
+        self.source = source
+        self.sup = supervisor
+        self.history = History()
+        self.state = State.Initialized
+        self.restarts = 0
+        self.pid: int | None = None
+        self.started_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._container: ContainerHandle | None = None
+        self._noted = False
+
+    # -- what the API shows ----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """A run is in progress (any state but the terminal ones), as Talos's ``running``."""
+        return self._task is not None and not self._task.done()
+
+    def info(self, events: int = 64) -> ServiceInfo:
+        last = self.history.last
+        return ServiceInfo(
+            id=self.id,
+            state=self.state,
+            health=Health(),
+            events=self.history.get(events),
+            restarts=self.restarts,
+            pid=self.pid,
+            started_at=self.started_at,
+            changed_at=last.ts if last else None,
+            source=self.source,
+            depends_on=self.spec.service_dependencies(),
+            log_to_console=self.spec.logToConsole,
+        )
+
+    def push(self, state: State, msg: str) -> None:
+        self.state = state
+        event = ServiceEvent(service=self.id, state=state, msg=msg)
+        self.history.push(event)
+        self.sup.publish(event)
+
+    # -- operator actions ------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Begin a run unless one is in progress; return whether one was begun."""
+        if self.running:
+            return False
+        self._stop = asyncio.Event()
+        self.push(State.Starting, "Starting service")
+        self._task = asyncio.create_task(self._run(), name=f"run {self.id}")
+        return True
+
+    async def stop(self) -> None:
+        """Stop the run in progress, if any, and return once it ended."""
+        if not self.running:
+            return
+        self._stop.set()
+        assert self._task is not None
+        await asyncio.shield(self._task)
+
+    def fail(self, msg: str) -> None:
+        """Mark the service Failed without running it (a dependency cycle, a bad rootfs)."""
+        self.push(State.Failed, msg)
+
+    # -- a run -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._wait_conditions()
+            self.push(State.Preparing, "Running pre state")
+            rootfs = self.sup.rootfs_of(self.spec)
+            try:
+                check_rootfs(self.spec, rootfs)
+                create_missing_sources(self.spec)
+            except (ContainerSpecError, OSError) as exc:
+                raise _Failed(f"Failed to run pre stage: {exc}") from None
+            self.push(State.Preparing, "Creating service runner")
+            await self._run_with_restarts()
+            self.push(State.Finished, "Service finished successfully")
+        except _Stop:
+            self.push(State.Finished, "Service finished successfully")
+        except _Failed as exc:
+            self.push(State.Failed, str(exc))
+        except Exception as exc:  # never let one service take the daemon down
+            log.exception("service %s crashed", self.id)
+            self.push(State.Failed, f"Failed running service: {exc!r}")
+        finally:
+            self.pid = None
+            self.started_at = None
+
+    async def _stoppable(self, aw: asyncio.Future | asyncio.Task) -> None:
+        """Await *aw*, raising _Stop (and cancelling it) if a stop is requested first."""
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({aw, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if aw not in done:
+            aw.cancel()
+            await asyncio.gather(aw, return_exceptions=True)
+            raise _Stop()
+        aw.result()
+
+    async def _wait_conditions(self) -> None:
+        conditions = self.sup.conditions_of(self.spec)
+        if not conditions:
+            return
+        waiter = asyncio.ensure_future(
+            wait_all(conditions, lambda text: self.push(State.Waiting, f"Waiting for {text}"), self.sup.options.recheck)
+        )
+        try:
+            await self._stoppable(waiter)
+        except ConditionFailed as exc:
+            raise _Failed(f"Condition failed: {exc}") from None
+
+    async def _run_with_restarts(self) -> None:
+        policy = self.spec.restart or Restart.never
+        delay = self.sup.options.restart_delay
+        while True:
+            began = time.monotonic()
+            status, error = await self._run_once()
+            if status is not None and status.success:
+                if policy is not Restart.always:
+                    return
+                msg = f"Runner {self._runner_name} exited without error, going to restart it"
+            else:
+                reason = error or f'task "{self.id}" failed: {status}{self._last_log()}'
+                if policy is Restart.never:
+                    raise _Failed(f"Failed running service: error running service: {reason}")
+                how = "until it succeeds" if policy is Restart.untilSuccess else "forever"
+                msg = f"Error running {self._runner_name}, going to restart {how}: {reason}"
+            # Back off: double the delay after quick crashes, back to the start after a long run.
+            if time.monotonic() - began >= self.sup.options.restart_max_delay:
+                delay = self.sup.options.restart_delay
+            self.push(State.Waiting, f"{msg} (in {delay:g}s)")
+            try:
+                await self._stoppable(asyncio.ensure_future(asyncio.sleep(delay)))
+            except _Stop:
+                self.push(State.Stopping, "Aborting restart sequence")
+                raise
+            delay = min(delay * 2, self.sup.options.restart_max_delay)
+            self.restarts += 1
+
+    @property
+    def _runner_name(self) -> str:
+        return f"{self.sup.backend_name.capitalize()}({self.id})"
+
+    def _last_log(self) -> str:
+        tail = self.sup.last_log(self.id)
+        return f" (last log {tail!r})" if tail else ""
+
+    async def _run_once(self) -> tuple[ExitStatus | None, str | None]:
+        """Launch the container and wait for its end. A stop request raises _Stop after stopping it."""
+        try:
+            container = await self._launch()
+        except (BackendError, ContainerSpecError, OSError) as exc:
+            return None, str(exc)
+        self._container = container
+        self.pid = container.pid
+        self.started_at = time.time()
+        self.push(State.Running, f"Started task {self.id} (PID {container.pid}) for container {self.id}")
+        notes = getattr(container, "notes", None)  # OCI settings the backend cannot express
+        if notes and not self._noted:
+            self._noted = True  # said once per service, not at every restart
+            self.push(State.Running, f"{self.sup.backend_name} cannot express: {', '.join(notes)}")
+        waiter = asyncio.ensure_future(container.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stopped = not waiter.done()
+            if stopped:
+                await self._terminate(container, waiter)
+            status = await waiter
+        finally:
+            stop.cancel()
+            self._container = None
+            self.pid = None
+            try:
+                await container.delete()
+            except Exception as exc:
+                log.warning("%s: removing the container failed: %s", self.id, exc)
+        self.sup.pm.hook.extvisor_container_exited(service_id=self.id, status=status, stopped=stopped)
+        if stopped:
+            raise _Stop()
+        return status, None
+
+    async def _launch(self) -> ContainerHandle:
+        """Launch, waiting while the backend is unreachable (containerd down, podman not started)."""
+        while True:
+            try:
+                return await self.sup.launch(self.spec)
+            except BackendUnavailable as exc:
+                self.push(State.Waiting, f"Waiting for {self.sup.backend_name}: {exc}")
+                await self._stoppable(asyncio.ensure_future(asyncio.sleep(self.sup.options.backend_retry)))
+
+    async def _terminate(self, container: ContainerHandle, waiter: asyncio.Future) -> None:
+        signum = self.sup.pm.hook.extvisor_stop_signal(service_id=self.id, spec=self.spec) or signal.SIGTERM
+        name = signal.Signals(signum).name
+        who = f"task {self.id} (PID {container.pid}, container {self.id})"
+        self.push(State.Stopping, f"Sending {name} to {who}")
+        await _quietly(container.signal(signum))
+        done, _ = await asyncio.wait({waiter}, timeout=self.sup.options.stop_timeout)
+        if not done:
+            self.push(State.Stopping, f"Sending SIGKILL to {who}")
+            await _quietly(container.signal(signal.SIGKILL))
+
+
+class _Failed(Exception):
+    pass
+
+
+async def _quietly(aw) -> None:  # type: ignore[no-untyped-def]
+    try:
+        await aw
+    except BackendError as exc:
+        log.debug("signal failed: %s", exc)

@@ -1,0 +1,147 @@
+"""The daemon's HTTP/JSON API, served on a Unix socket (mode 0600).
+
+    GET  /v1/daemon                         the daemon: backend, uptime, counts by state
+    GET  /v1/services                       every service (ServiceInfo)
+    GET  /v1/services/{id}                  one service, with its events
+    POST /v1/services/{id}/start|stop|restart
+    GET  /v1/services/{id}/logs?tail=N&follow=true   the log, streamed
+    GET  /v1/events?follow=true&tail=N      state changes of every service, as NDJSON
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from extvisor.state import ServiceEvent, ServiceInfo
+from extvisor.runtime.supervisor import Supervisor
+
+
+class DaemonInfo(BaseModel):
+    version: str
+    backend: str
+    pid: int
+    started_at: float
+    uptime: float
+    hostname: str
+    addresses: list[str]
+    config_dir: str
+    log_dir: str
+    services: int
+    states: dict[str, int]
+
+
+class ActionResult(BaseModel):
+    id: str
+    action: str
+    message: str
+
+
+def node_addresses() -> list[str]:
+    """The host's global addresses (what the dashboard's header shows)."""
+    try:
+        from pyroute2 import IPRoute
+    except ImportError:
+        return []
+    out = []
+    try:
+        with IPRoute() as ipr:
+            for msg in ipr.get_addr():
+                if msg["scope"] == 0:
+                    out.append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+    except Exception:
+        return []
+    return out
+
+
+def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
+    app = FastAPI(title="extvisor", version="1", summary="Supervise containerized extension services")
+
+    def all_infos(events: int = 64) -> list[ServiceInfo]:
+        infos = [s.info(events) for s in sup.services.values()]
+        infos += [h.info() for h in sup.host_services.values()]
+        return sorted(infos, key=lambda i: i.id)
+
+    def find(service_id: str):  # type: ignore[no-untyped-def]
+        service = sup.services.get(service_id)
+        if service is None:
+            known = ", ".join(sorted(sup.services)) or "none"
+            raise HTTPException(404, f'service "{service_id}" is not registered (known: {known})')
+        return service
+
+    @app.get("/v1/daemon", response_model=DaemonInfo)
+    async def daemon() -> DaemonInfo:
+        states: dict[str, int] = {}
+        for i in all_infos(0):
+            states[i.state.value] = states.get(i.state.value, 0) + 1
+        base = info()
+        return DaemonInfo(
+            **base,
+            pid=os.getpid(),
+            started_at=sup.started_at,
+            uptime=time.time() - sup.started_at,
+            hostname=socket.gethostname(),
+            addresses=await asyncio.to_thread(node_addresses),
+            services=len(sup.services),
+            states=states,
+        )
+
+    @app.get("/v1/services", response_model=list[ServiceInfo])
+    async def services(events: int = Query(64, ge=0, le=64)) -> list[ServiceInfo]:
+        return all_infos(events)
+
+    @app.get("/v1/services/{service_id}", response_model=ServiceInfo)
+    async def service(service_id: str) -> ServiceInfo:
+        if service_id in sup.host_services:
+            return sup.host_services[service_id].info()
+        return find(service_id).info()
+
+    @app.post("/v1/services/{service_id}/{action}", response_model=ActionResult)
+    async def act(service_id: str, action: Literal["start", "stop", "restart"]) -> ActionResult:
+        svc = find(service_id)
+        if action == "start":
+            svc.start()
+            word = "started"
+        elif action == "stop":
+            await svc.stop()
+            word = "stopped"
+        else:
+            await svc.stop()
+            svc.start()
+            word = "restarted"
+        return ActionResult(id=service_id, action=action, message=f'Service "{service_id}" {word}')
+
+    @app.get("/v1/services/{service_id}/logs")
+    async def logs(service_id: str, tail: int = -1, follow: bool = False) -> StreamingResponse:
+        find(service_id)
+        return StreamingResponse(sup.logs[service_id].read(tail=tail, follow=follow), media_type="text/plain")
+
+    @app.get("/v1/events")
+    async def events(follow: bool = True, tail: int = Query(0, ge=0)) -> StreamingResponse:
+        queue = sup.subscribe()  # subscribe first, so nothing falls between history and stream
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                if tail:
+                    past: list[ServiceEvent] = []
+                    for i in all_infos(tail):
+                        past += i.events
+                    for event in sorted(past, key=lambda e: e.ts)[-tail:]:
+                        yield event.model_dump_json().encode() + b"\n"
+                while follow:
+                    event = await queue.get()
+                    yield event.model_dump_json().encode() + b"\n"
+            finally:
+                sup.unsubscribe(queue)
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+    return app

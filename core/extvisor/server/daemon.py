@@ -1,0 +1,294 @@
+"""``extvisor daemon``: load services, run them, serve the API, stop everything on SIGTERM.
+
+Crash safety: the backend records its containers under ``--state-dir``. A new daemon asks
+the backend to remove whatever an earlier one left (``Backend.cleanup``) before it starts
+anything, so a service never runs twice and nothing is orphaned. A lock file keeps two
+daemons off one state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extvisor import hookimpl
+from extvisor.runtime.configstore import ConfigStore
+from extvisor.spec.findings import Finding
+from extvisor.runtime.hostservices import HostService
+from extvisor.plugins import PluginManager, get_plugin_manager
+from extvisor.protocols import Backend, BackendConfig, BackendUnavailable
+from extvisor.records import LoadContext, LoadedService
+from extvisor.runtime.supervisor import Options, Supervisor
+
+log = logging.getLogger("extvisor.daemon")
+
+
+@dataclass
+class DaemonConfig:
+    config_dir: Path = Path("/usr/local/etc/containers")
+    rootfs_dir: Path = Path("/usr/local/lib/containers")
+    state_dir: Path = Path("/var/lib/extvisor")
+    log_dir: Path = Path("/var/log/extvisor")
+    socket: Path = Path("/run/extvisor/extvisor.sock")
+    service_config_dir: Path | None = Path("/usr/local/etc/extvisor/service-configs")
+    backend: str = "runc"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    host_services: list[str] = field(default_factory=list)
+    strict: bool = False
+    log_format: str = "logfmt"
+    supervisor: dict[str, Any] = field(default_factory=dict)  #: Options overrides (restart_delay, ...)
+
+
+class DaemonError(Exception):
+    """A reason the daemon cannot start, said in one line."""
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``time=... level=... logger=... msg="..." service=...``: one event a line, greppable."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("service", "state"):
+            if hasattr(record, key):
+                fields[key] = getattr(record, key)
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        return " ".join(f"{k}={_quote(str(v))}" for k, v in fields.items())
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": record.created, "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        for key in ("service", "state"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        return json.dumps(out)
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "-_./:+@" for c in value):
+        return value
+    return json.dumps(value)
+
+
+def setup_logging(fmt: str = "logfmt", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def load_services(pm: PluginManager, config: DaemonConfig, kinds: dict) -> tuple[list[LoadedService], list[Finding]]:
+    """Every service the loader hooks found; a name declared twice keeps the first source."""
+    from extvisor.spec.loader import collect_services
+
+    context = LoadContext(config_dir=config.config_dir, kinds=kinds, strict=config.strict)
+    results = collect_services(pm, context)
+    findings = [f for item in results for f in item.findings]
+    return [item for item in results if item.spec is not None], findings
+
+
+class ConsoleSink:
+    """``logToConsole: true``: copy each line of the service to the daemon's stderr."""
+
+    def __init__(self, sup: Supervisor):
+        self.sup = sup
+
+    @hookimpl
+    def extvisor_log_lines(self, service_id: str, lines: list[bytes]) -> None:
+        service = self.sup.services.get(service_id)
+        if service is None or not service.spec.logToConsole:
+            return
+        out = sys.stderr
+        for line in lines:
+            out.write(f"{service_id}: {line.decode(errors='replace').rstrip()}\n")
+        out.flush()
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DaemonError(f"another extvisor daemon is using the state directory {state_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def bind_socket(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(path))
+            raise DaemonError(f"a daemon already answers on {path}")
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink()
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # created 0600: only root may drive the daemon
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+class Daemon:
+    supervisor_class: type[Supervisor] = Supervisor  #: dev mode finds rootfs dirs its own way
+
+    def __init__(self, config: DaemonConfig, pm: PluginManager | None = None):
+        self.config = config
+        self.pm = pm or get_plugin_manager()
+        self.sup: Supervisor | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _backend(self) -> Backend:
+        backends = self.pm.backends()
+        btype = backends.get(self.config.backend)
+        if btype is None:
+            known = ", ".join(sorted(backends)) or "none (is a backend plugin installed?)"
+            raise DaemonError(f"unknown backend {self.config.backend!r}; known: {known}")
+        options = {o.key: self.config.backend_options.get(o.key, o.default) for o in btype.options}
+        options.update(self.config.backend_options)
+        return btype.factory(BackendConfig(state_dir=self.config.state_dir / self.config.backend, options=options))
+
+    async def run(self) -> None:
+        cfg = self.config
+        lock = lock_state_dir(cfg.state_dir)
+        from extvisor.server import api  # noqa: F401  (FastAPI's imports take ~0.3 s: not between loading and starting)
+        for p in self.pm.problems:
+            log.warning("plugin %s: %s", p.plugin, p.message)
+        kinds = self.pm.condition_kinds()
+        backend = self._backend()
+        configs = ConfigStore(cfg.service_config_dir, cfg.state_dir / "configs")
+        configs.reload()
+        hosts = [HostService.parse(h) for h in cfg.host_services]
+        options = Options(rootfs_dir=cfg.rootfs_dir, state_dir=cfg.state_dir, log_dir=cfg.log_dir, **cfg.supervisor)
+        sup = self.sup = self.supervisor_class(self.pm, backend, options, kinds, configs, hosts)
+        self.pm.register(ConsoleSink(sup), name="extvisor.console")
+        loaded, findings = load_services(self.pm, cfg, kinds)
+        for f in findings:
+            (log.error if f.severity == "error" else log.warning)("%s", f)
+        log.info("loaded %d service(s) from %s; %d problem(s)", len(loaded), cfg.config_dir, len(findings))
+        try:
+            await backend.open()
+            removed = await backend.cleanup()
+            if removed:
+                log.warning("removed %d container(s) left by an earlier daemon: %s", len(removed), ", ".join(removed))
+            sup.backend_ready = True
+        except BackendUnavailable as exc:
+            log.warning("backend %s is not reachable yet (%s); services will wait for it", cfg.backend, exc)
+        for item in loaded:
+            sup.add(item.spec, item.source)  # type: ignore[arg-type]
+        self._warn_undeclared(sup)
+        sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
+        sup.start_all()
+        server = await self._serve(sock)
+        watcher = asyncio.create_task(configs.watch(self._configs_changed))
+        self.ready.set()
+        log.info("daemon ready: backend=%s socket=%s services=%d", cfg.backend, cfg.socket, len(sup.services))
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("stopping every service")
+            watcher.cancel()
+            await sup.shutdown()
+            server.should_exit = True
+            await asyncio.gather(self._server_task, return_exceptions=True)
+            await backend.close()
+            sock.close()
+            cfg.socket.unlink(missing_ok=True)
+            os.close(lock)
+            log.info("daemon stopped")
+
+    @staticmethod
+    def _warn_undeclared(sup: Supervisor) -> None:
+        """Name the Talos services (cri, udevd...) that specs wait for and nobody declared."""
+        counts: dict[str, int] = {}
+        for service in sup.services.values():
+            for dep in service.spec.service_dependencies():
+                if dep not in sup.services and dep not in sup.host_services:
+                    counts[dep] = counts.get(dep, 0) + 1
+        if counts:
+            named = ", ".join(f"{n} ({c} service{'s' if c > 1 else ''})" for n, c in sorted(counts.items()))
+            log.warning("services wait for %s, which extvisor does not run: declare them with "
+                        "--host-service NAME (assumed up) or NAME=PATH (up once PATH exists)", named)
+
+    async def _configs_changed(self, names: set[str]) -> None:
+        """A document was added, changed or removed: restart that service (Talos does)."""
+        assert self.sup is not None
+        for name in sorted(names):
+            service = self.sup.services.get(f"ext-{name}")
+            if service is None:
+                continue
+            if service.state.value == "Waiting" and service.pid is None and service.restarts == 0:
+                continue  # still waiting on its conditions; they see the change themselves
+            log.warning("extension service config changed, restarting %s", service.id)
+            await service.stop()
+            service.start()
+
+    async def _serve(self, sock: socket.socket):  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        from extvisor.server.api import create_app
+
+        def info() -> dict[str, Any]:
+            from importlib.metadata import version
+
+            return {"version": version("extvisor"), "backend": self.config.backend,
+                    "config_dir": str(self.config.config_dir), "log_dir": str(self.config.log_dir)}
+
+        assert self.sup is not None
+        app = create_app(self.sup, info)
+
+        class Server(uvicorn.Server):
+            def capture_signals(self):  # type: ignore[no-untyped-def, override]
+                return nullcontext()  # the daemon handles SIGTERM/SIGINT itself
+
+        # Followed streams (events, logs -f, the dashboard) never end by themselves: without
+        # a grace timeout, uvicorn would wait for them forever and the daemon would not exit.
+        server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                       timeout_graceful_shutdown=1))
+        self._server_task = asyncio.create_task(server.serve(sockets=[sock]))
+        return server
+
+
+async def main_async(config: DaemonConfig) -> int:
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        await daemon.run()
+    except DaemonError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0

@@ -1,0 +1,91 @@
+"""``extvisor validate``: files and directories of either document kind, every problem located.
+
+A file is an ExtensionServiceConfig stream when one of its documents has ``kind``; otherwise
+it is a service spec. Checking goes on past bad files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extvisor.spec.findings import Finding
+from extvisor.spec.loader import (  # the loader's own helpers: one reading of a file, two uses
+    CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, Kinds, _configs, _errors, _finding, _finish, _read, _service,
+    is_config_stream, yaml_files,
+)  # fmt: skip
+from extvisor.spec.yamlio import Pos, parse
+
+
+
+@dataclass
+class FileResult:
+    """What ``extvisor validate`` found in one file."""
+
+    file: str
+    kind: str  #: ``service``, ``config`` or ``unknown`` (unreadable or not YAML)
+    findings: list[Finding] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    name_pos: Pos = (0, 0)  #: where a service's ``name`` is, for a duplicate report
+
+    @property
+    def ok(self) -> bool:
+        return not _errors(self.findings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "kind": self.kind, "ok": self.ok, "names": self.names}
+
+
+def validate_file(path: Path, kinds: Kinds, strict: bool = False) -> FileResult:
+    data, problem = _read(path)
+    if data is None:
+        return FileResult(str(path), "unknown", [problem])  # type: ignore[list-item]
+    parsed = parse(data, str(path))
+    if is_config_stream(parsed):
+        configs, findings = _configs(parsed, str(path))
+        ours = any(isinstance(d.data, dict) and d.data.get("kind") == CONFIG_KIND for d in parsed.documents)
+        if not findings and not ours:
+            findings = [_finding(str(path), (1, 1), "warning", "", NO_CONFIG)]
+        return FileResult(str(path), "config", _finish(findings, strict), [c.name for c in configs])
+    kind = "service" if parsed.documents else "unknown"
+    loaded, doc = _service(parsed, str(path), kinds, strict)
+    names = [loaded.spec.name] if loaded.spec else []
+    return FileResult(str(path), kind, loaded.findings, names, doc.value_pos(("name",)) if doc else (0, 0))
+
+
+def validate_files(paths: Iterable[str | os.PathLike[str]], kinds: Kinds, strict: bool = False) -> list[FileResult]:
+    """Validate files and directories (their ``*.yaml``), going on past bad ones.
+
+    Two specs with one ``name`` are reported as a warning: the daemon would skip the later one.
+    """
+    results: list[FileResult] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = yaml_files(path)
+            if not files:
+                results.append(FileResult(str(path), "unknown", [_finding(str(path), (0, 0), "warning", "", NO_YAML)]))
+            results.extend(validate_file(f, kinds, strict) for f in files)
+        elif path.exists():
+            results.append(validate_file(path, kinds, strict))
+        else:
+            results.append(FileResult(str(path), "unknown", [_finding(str(path), (0, 0), "error", "", NO_FILE)]))
+    first: dict[str, str] = {}
+    for result in results:
+        if result.kind != "service" or not result.names:
+            continue
+        name = result.names[0]
+        if name in first:
+            severity = "error" if strict else "warning"
+            message = f"duplicate service spec: name {name} already declared by {first[name]}"
+            result.findings.append(_finding(result.file, result.name_pos, severity, "name", message))
+        else:
+            first[name] = result.file
+    return results
+
+
+def validate_paths(paths: Iterable[str | os.PathLike[str]], kinds: Kinds, strict: bool = False) -> list[Finding]:
+    return [f for r in validate_files(paths, kinds, strict) for f in r.findings]

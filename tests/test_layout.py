@@ -1,0 +1,124 @@
+"""The tree says what docs/architecture.md says: parts import one way, no circles, paths exist."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import grimp
+import pytest
+from importlinter.cli import lint_imports
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "core" / "extvisor"
+
+
+def test_import_contracts_hold():
+    # pyproject.toml [tool.importlinter]: layers, no circles between siblings, plugins see
+    # only the plugin-facing modules, the core knows no plugin.
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+
+
+def _cycles(graph: grimp.ImportGraph, modules: set[str]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.find_modules_directly_imported_by(v) & modules:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for m in sorted(modules):
+        if m not in index:
+            visit(m)
+    return found
+
+
+def test_no_module_imports_itself_back():
+    # Finer than the sibling contract: no circle between any two modules of core/, counting
+    # imports inside functions too (only `if TYPE_CHECKING:` imports are left out).
+    graph = grimp.build_graph("extvisor", exclude_type_checking_imports=True)
+    modules = {m for m in graph.modules if m.startswith("extvisor")}
+    assert _cycles(graph, modules) == []
+
+
+def test_the_cycle_finder_sees_a_circle():
+    graph = grimp.ImportGraph()
+    for m in ("p", "p.a", "p.b", "p.c"):
+        graph.add_module(m)
+    graph.add_import(importer="p.a", imported="p.b")
+    graph.add_import(importer="p.b", imported="p.a")
+    graph.add_import(importer="p.c", imported="p.a")
+    assert _cycles(graph, {"p.a", "p.b", "p.c"}) == [["p.a", "p.b"]]
+
+
+def test_every_package_says_what_it_holds_and_may_import():
+    for init in sorted(CORE.glob("*/__init__.py")):
+        doc = init.read_text().lstrip()
+        assert doc.startswith('"""'), f"{init.relative_to(ROOT)} opens without a docstring"
+        head = doc.split('"""')[1]
+        assert "import" in head.lower(), f"{init.relative_to(ROOT)}: the docstring does not say what it may import"
+
+
+def test_the_top_holds_only_plugin_facing_modules_and_entry_points():
+    top = {p.name for p in CORE.glob("*.py")}
+    assert top <= {
+        "__init__.py", "__main__.py", "_moved.py",
+        "hookspecs.py", "records.py", "protocols.py", "state.py", "plugins.py", "testing.py",
+    }, top
+
+
+def test_every_path_the_architecture_names_exists():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"`((?:core|plugins|tests|bench|scripts|examples|docs|contrib)/[^`\s]*)`", text))
+    assert len(paths) > 20, "the architecture names too few paths to be a map"
+    missing = sorted(p for p in paths if not (ROOT / p.rstrip("/")).exists())
+    assert missing == []
+
+
+@pytest.mark.parametrize("old, new", [
+    ("extvisor.loader", "extvisor.spec.loader"),
+    ("extvisor.models", "extvisor.spec.models"),
+    ("extvisor.supervisor", "extvisor.runtime.supervisor"),
+    ("extvisor.daemon", "extvisor.server.daemon"),
+])
+def test_moved_modules_still_import_with_a_warning(old, new):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)
+    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
+
+
+def test_the_plugin_surface_did_not_move():
+    import extvisor
+    from extvisor import hookimpl, testing  # noqa: F401
+    from extvisor.oci import fit_to_host  # noqa: F401
+
+    for name in ("BackendType", "ConditionKind", "LaunchRequest", "ServiceSpec", "ConditionContext", "LoadContext"):
+        assert hasattr(extvisor, name)
