@@ -282,10 +282,12 @@ class BackendContract:
         status, out = await harness.run(harness.spec("envpath", ["/bin/env"], environment=["PATH=/bin"]))
         assert "PATH=/bin" in out.splitlines()
 
-    async def test_hostname_is_the_service_name(self, harness: Harness) -> None:
+    async def test_hostname_is_the_nodes(self, harness: Harness) -> None:
+        import socket
+
         spec = harness.spec("host", "hostname")
         status, out = await harness.run(spec)
-        assert status.success and out.strip() == spec.name
+        assert status.success and out.strip() == socket.gethostname(), out
 
     async def test_capabilities(self, harness: Harness) -> None:
         status, out = await harness.run(harness.spec("caps", "grep CapEff /proc/self/status"))

@@ -44,9 +44,9 @@ def test_process_defaults() -> None:
     assert process["noNewPrivileges"] is True
     assert process["oomScoreAdj"] == -600
     assert "rlimits" not in process  # inherited from the daemon, as under Talos
-    assert spec["hostname"] == "hello"
+    assert "hostname" not in spec  # the container keeps the node's, as under Talos
     assert spec["root"] == {"path": "/rootfs/hello", "readonly": True}
-    assert spec["linux"]["cgroupsPath"] == "/extvisor/ext-hello"
+    assert spec["linux"]["cgroupsPath"] == "/extvisor/ext-hello"  # the daemon passes /extvisor/<instance>
 
 
 def test_masked_and_readonly_paths_default_vs_empty() -> None:

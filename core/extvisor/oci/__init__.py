@@ -181,7 +181,9 @@ def build_oci_spec(
     mounts += [_mount_dict(m) for m in spec.container.mounts or []]
     mounts += [dict(m) for m in extra_mounts]
     linux: dict[str, Any] = {
-        # No network or IPC namespace: the host's are shared, as Talos does.
+        # No network or IPC namespace: the host's are shared, as Talos does. The UTS namespace
+        # is private but no hostname is set, so the container keeps the node's (lldpd etc.
+        # tell the network the node's name, not the service's).
         "namespaces": [{"type": "pid"}, {"type": "uts"}, {"type": "mount"}],
         "maskedPaths": list(DEFAULT_MASKED_PATHS if security.maskedPaths is None else security.maskedPaths),
         "readonlyPaths": list(DEFAULT_READONLY_PATHS if security.readonlyPaths is None else security.readonlyPaths),
@@ -204,7 +206,6 @@ def build_oci_spec(
             # No rlimits: the container inherits the daemon's, as under Talos.
         },
         "root": {"path": str(rootfs), "readonly": not security.writeableRootfs},
-        "hostname": spec.name,
         "mounts": mounts,
         "linux": linux,
     }

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal as _signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def _not_found(exc: BaseException) -> bool:
 
 
 class PodmanContainer:
-    """A running podman container; ``id`` is the service id, which is also its name."""
+    """A running podman container; ``id`` is the service id, its name ``<id>.<instance>``."""
 
     def __init__(self, backend: PodmanBackend, request: LaunchRequest, container: Any, pump: LogPump,
                  notes: list[str], litter: list[Path]) -> None:  # fmt: skip
@@ -180,6 +181,7 @@ class PodmanBackend:
         self._noted: dict[str, tuple[str, ...]] = {}
         # Several daemons (a node's, a dev mode's) may share one podman: each removes only its own.
         self.owner = str(config.state_dir)
+        self.scope = config.scope  # in container names: two daemons may run the same service names
 
     async def open(self) -> None:
         import podman
@@ -245,7 +247,9 @@ class PodmanBackend:
             oci = json.loads(json.dumps(oci))
             for note in fit_to_host(oci):
                 log.info("%s: %s", request.service_id, note)
-        body, notes = translate(oci, request.service_id, runtime=self.runtime, ulimits=self.ulimits, owner=self.owner)
+        body, notes = translate(oci, request.service_id, runtime=self.runtime, ulimits=self.ulimits, owner=self.owner,
+                                node_hostname=socket.gethostname() if self.local else "")
+        body["name"] = f"{request.service_id}.{self.scope}"
         self._note(request.service_id, notes)
         litter = []
         if not body["rootfs_overlay"] and self.local:

@@ -111,8 +111,14 @@ def translate(
     runtime: str = "",
     ulimits: list[dict[str, Any]] | None = None,
     owner: str = "",
+    node_hostname: str = "",
 ) -> tuple[dict[str, Any], list[str]]:
-    """Return podman's create body for *oci*, and the names of settings it cannot express."""
+    """Return podman's create body for *oci*, and the names of settings it cannot express.
+
+    :param node_hostname: the hostname of the machine podman runs on. A spec without a
+        hostname keeps the node's; podman would invent one (the container id) for a private
+        UTS namespace, so it is told this one, or shares the host's UTS namespace if unknown.
+    """
     notes: list[str] = []
     process = oci.get("process", {})
     linux = oci.get("linux", {})
@@ -137,7 +143,7 @@ def translate(
         "unsetenvall": True,  # no PATH/TERM/container= of podman's: the spec's environment only
         "work_dir": process.get("cwd", "/"),
         "terminal": bool(process.get("terminal")),
-        "hostname": oci.get("hostname", ""),
+        "hostname": oci.get("hostname") or node_hostname,
         "privileged": False,
         "cap_drop": ["ALL"],
         "no_new_privileges": bool(process.get("noNewPrivileges")),
@@ -169,6 +175,8 @@ def translate(
             body[key] = {"nsmode": "path", "value": ns["path"]}
         else:
             body[key] = {"nsmode": "private"}
+    if not body["hostname"] and body["utsns"]["nsmode"] == "private":
+        body["utsns"] = {"nsmode": "host"}  # the node's name, as the spec means
     if "mount" not in private:
         notes.append("linux.namespaces without mount")
     if "user" in private:
