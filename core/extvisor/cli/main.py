@@ -18,6 +18,8 @@ COMMANDS = {
     "events": "extvisor.cli.service:events",
     "dashboard": "extvisor.cli.dashboard:dashboard",
     "dev": "extvisor.cli.dev:dev",
+    "gen": "extvisor.cli.remote:gen",
+    "config": "extvisor.cli.remote:config",
 }
 
 
