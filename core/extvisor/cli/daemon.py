@@ -9,6 +9,9 @@ from pathlib import Path
 import click
 
 from extvisor.server.daemon import DaemonConfig, main_async, setup_logging
+from extvisor.server.extensions import ExtensionSettings
+
+EXTENSION_OPTIONS = {"authfile", "cert_dir", "talos_version", "arch"}
 
 
 def _backend_options() -> list[click.Option]:
@@ -30,7 +33,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         "host_service", "strict", "log_format", "restart_delay", "restart_max_delay", "stop_timeout",
         "log_max_bytes", "log_backups", "assume_time_synced",
     }  # fmt: skip
-    backend_options = {k: v for k, v in kw.items() if k not in known and v is not None}
+    backend_options = {k: v for k, v in kw.items() if k not in known | EXTENSION_OPTIONS and v is not None}
     # Absolute paths: they end up in OCI specs and bundles, which runtimes read from elsewhere.
     config = DaemonConfig(
         config_dir=Path(kw["config_dir"]).absolute(),
@@ -44,6 +47,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         host_services=list(kw["host_service"]),
         strict=kw["strict"],
         log_format=kw["log_format"],
+        extensions=extension_settings(kw),
         supervisor={
             "restart_delay": kw["restart_delay"],
             "restart_max_delay": kw["restart_max_delay"],
@@ -55,6 +59,26 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
     )
     setup_logging(config.log_format)
     sys.exit(asyncio.run(main_async(config)))
+
+
+def extension_settings(kw: dict) -> ExtensionSettings:  # type: ignore[type-arg]
+    absolute = {k: str(Path(kw[k]).absolute()) if kw.get(k) else None for k in ("authfile", "cert_dir")}
+    return ExtensionSettings(**absolute, talos_version=kw["talos_version"], arch=kw["arch"] or "")
+
+
+def extension_options() -> list[click.Option]:
+    """Registry access for ``extensions install``, with skopeo's meanings (also ``extvisor dev``)."""
+    from extvisor.extensions.manifest import TALOS_VERSION
+
+    return [
+        click.Option(["--authfile"], default=None, metavar="FILE", type=click.Path(dir_okay=False),
+                     help="Registry credentials for extension images (containers-auth.json, as skopeo)."),
+        click.Option(["--cert-dir"], default=None, metavar="DIR", type=click.Path(file_okay=False),
+                     help="CA (*.crt) and client certificates (*.cert, *.key) for registries, as skopeo."),
+        click.Option(["--talos-version"], default=TALOS_VERSION, show_default=True,
+                     help="Talos version extension compatibility constraints are checked against."),
+        click.Option(["--arch"], default=None, help="Architecture of extension images to pull [default: the host's]."),
+    ]  # fmt: skip
 
 
 def _build() -> click.Command:
@@ -88,7 +112,7 @@ def _build() -> click.Command:
                      help="Treat the clock as synchronised (machines with no time sync)."),
     ]  # fmt: skip
     return click.Command(
-        "daemon", callback=_daemon, params=params + _backend_options(),
+        "daemon", callback=_daemon, params=params + extension_options() + _backend_options(),
         help="Run every service of the config directory, in dependency order, and serve the API.",
     )  # fmt: skip
 

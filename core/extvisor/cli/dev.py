@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from extvisor.cli.daemon import _backend_options
+from extvisor.cli.daemon import _backend_options, extension_options, extension_settings
 
 HELP = """Run the services of a project folder and restart them when you edit them.
 
@@ -40,7 +40,7 @@ def _dev(**kw) -> None:  # type: ignore[no-untyped-def]
     from extvisor.devmode.run import run_dev
 
     known = {"project", "backend", "service_config_dir", "host_service", "strict", "restart_delay",
-             "restart_max_delay", "stop_timeout", "color"}  # fmt: skip
+             "restart_max_delay", "stop_timeout", "color", "extension", "authfile", "cert_dir", "talos_version", "arch"}  # fmt: skip
     backend_options = {k: v for k, v in kw.items() if k not in known and v is not None}
     project: Path = kw["project"].resolve()
     config = dev_config(
@@ -56,6 +56,8 @@ def _dev(**kw) -> None:  # type: ignore[no-untyped-def]
             "stop_timeout": kw["stop_timeout"],
         },
     )
+    config.extensions = extension_settings(kw)
+    config.extensions.install = list(kw["extension"])  # installed into DIR/.extvisor before anything starts
     printer = Printer(sys.stdout, use_colour(sys.stdout, kw["color"]))
     setup_dev_logging(printer)
     sys.exit(asyncio.run(run_dev(project, config, printer)))
@@ -77,10 +79,13 @@ def _build() -> click.Command:
                      help="Longest restart delay, seconds."),
         click.Option(["--stop-timeout"], type=float, default=5.0, show_default=True,
                      help="Grace period between SIGTERM and SIGKILL, seconds."),
+        click.Option(["--extension"], multiple=True, metavar="REF",
+                     help="Run the services of this extension image too (docker://, oci:, oci-archive:, "
+                          "docker-archive:, tarball:). Repeatable."),
         click.Option(["--color"], type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
                      help="Colour the output (auto: on a terminal, unless NO_COLOR is set)."),
     ]  # fmt: skip
-    return click.Command("dev", callback=_dev, params=params + _backend_options(), help=HELP,
+    return click.Command("dev", callback=_dev, params=params + extension_options() + _backend_options(), help=HELP,
                          short_help="Run a project folder's services; restart them on edits.")  # fmt: skip
 
 

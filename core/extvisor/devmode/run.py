@@ -33,7 +33,7 @@ SETTLE = 0.3  #: quiet time after the last change of a burst before acting on it
 
 class DevSupervisor(Supervisor):
     def rootfs_of(self, spec: ServiceSpec) -> Path:
-        return rootfs_for(self.options.rootfs_dir, spec.name)
+        return self.rootfs_dirs.get(spec.name) or rootfs_for(self.options.rootfs_dir, spec.name)
 
     def add(self, spec: ServiceSpec, source: str = "") -> Service:
         # Tell the printer every id before any output, so prefixes line up from the start.

@@ -161,17 +161,20 @@ class Store:
                 if p.name.startswith(".") or not p.is_symlink() or not p.exists():
                     removed.append(str(p))
                     p.unlink(missing_ok=True)  # a half-made symlink, or one whose tree is gone
-            removed += self._collect()
+            removed += self._collect(merged=True)
             if not self.merged_link.exists():
                 self._rebuild_merged()
             return removed
 
     def collect(self) -> list[str]:
-        """Delete trees no extension uses any more (after its services moved to the new one)."""
-        with self.locked():
-            return self._collect()
+        """Delete trees no extension uses any more (after its services moved to the new one).
 
-    def _collect(self) -> list[str]:
+        Earlier merged trees stay until :meth:`recover`: running services may bind-mount them.
+        """
+        with self.locked():
+            return self._collect(merged=False)
+
+    def _collect(self, merged: bool) -> list[str]:
         used = {os.path.basename(os.readlink(p)) for p in self.installed_dir.iterdir() if p.is_symlink()}
         removed = []
         for tree in self.trees.iterdir():
@@ -179,9 +182,9 @@ class Store:
                 removed.append(str(tree))
                 _rmtree(tree)
         current = os.path.basename(os.readlink(self.merged_link)) if self.merged_link.is_symlink() else ""
-        for merged in self.merged_d.iterdir():
-            if merged.name != current:
-                _rmtree(merged)
+        for old in self.merged_d.iterdir() if merged else ():
+            if old.name != current:
+                _rmtree(old)
         return removed
 
     # -- reading -----------------------------------------------------------------------

@@ -71,6 +71,7 @@ class Supervisor:
         self.kinds = kinds
         self.configs = configs or ConfigStore(None, options.state_dir / "configs")
         self.services: dict[str, Service] = {}
+        self.rootfs_dirs: dict[str, Path] = {}  #: spec name -> rootfs, for services that bring theirs (extensions)
         self.host_services = {h.id: h for h in host_services}
         self.logs: dict[str, ServiceLog] = {}
         self._tails: dict[str, list[bytes]] = {}  # the last lines of each service, for "last log"
@@ -116,7 +117,7 @@ class Supervisor:
         return text.rstrip("\n")
 
     def rootfs_of(self, spec: ServiceSpec) -> Path:
-        return self.options.rootfs_dir / spec.name
+        return self.rootfs_dirs.get(spec.name) or self.options.rootfs_dir / spec.name
 
     # -- events --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from extvisor.plugins import PluginManager, get_plugin_manager
 from extvisor.protocols import Backend, BackendConfig, BackendUnavailable
 from extvisor.records import LoadContext, LoadedService
 from extvisor.runtime.supervisor import Options, Supervisor
+from extvisor.server.extensions import Extensions, ExtensionSettings, InstallError
 
 log = logging.getLogger("extvisor.daemon")
 
@@ -48,6 +49,7 @@ class DaemonConfig:
     strict: bool = False
     log_format: str = "logfmt"
     supervisor: dict[str, Any] = field(default_factory=dict)  #: Options overrides (restart_delay, ...)
+    extensions: ExtensionSettings = field(default_factory=ExtensionSettings)  #: --authfile, --talos-version...
 
 
 class DaemonError(Exception):
@@ -164,6 +166,7 @@ class Daemon:
         self.config = config
         self.pm = pm or get_plugin_manager()
         self.sup: Supervisor | None = None
+        self.extensions: Extensions | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -208,6 +211,11 @@ class Daemon:
             log.warning("backend %s is not reachable yet (%s); services will wait for it", cfg.backend, exc)
         for item in loaded:
             sup.add(item.spec, item.source)  # type: ignore[arg-type]
+        self.extensions = Extensions(cfg.state_dir, cfg.extensions, kinds, cfg.strict)
+        try:
+            await self.extensions.attach(sup)  # after cleanup: no container of ours runs any more
+        except InstallError as exc:
+            raise DaemonError("extension refused: " + "; ".join(str(p) for p in exc.problems if p.severity == "error")) from None
         self._warn_undeclared(sup)
         sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
         sup.start_all()
@@ -268,6 +276,10 @@ class Daemon:
 
         assert self.sup is not None
         app = create_app(self.sup, info)
+        if self.extensions is not None:
+            from extvisor.server.routes_extensions import add_extension_routes
+
+            add_extension_routes(app, self.extensions)
 
         class Server(uvicorn.Server):
             def capture_signals(self):  # type: ignore[no-untyped-def, override]

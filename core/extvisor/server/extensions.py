@@ -1,0 +1,171 @@
+"""Installed extension images inside a running daemon: their services run with the others.
+
+At start the store is recovered (an install killed half-way leaves nothing) and every
+installed extension's services are added to the supervisor, each with its rootfs from its own
+extension, after those of ``--config-dir`` (a name both declare stays with the config dir,
+logged). An install or upgrade while running applies only that extension's services
+(``Supervisor.apply``: new ones start, changed ones restart on the new rootfs, dropped ones
+stop); a removal stops them, then deletes the files. Mount sources under Talos's extension
+prefixes that an installed extension provides point into the merged extension tree
+(``<state-dir>/extensions/merged``), as ``/usr/local`` is on a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extvisor.extensions import FetchOptions, Progress, host_arch, parse_ref
+from extvisor.extensions.manifest import TALOS_VERSION, talos_version
+from extvisor.extensions.store import Installed, InstallError, Store
+from extvisor.records import ConditionKind
+from extvisor.runtime.supervisor import Supervisor
+from extvisor.spec.findings import Finding
+from extvisor.spec.loader import load_service_file
+from extvisor.spec.models import ServiceSpec
+
+log = logging.getLogger("extvisor.extensions")
+SOURCE = "extension:"
+
+
+@dataclass
+class ExtensionSettings:
+    """The daemon's extension options, with skopeo's meanings."""
+
+    authfile: str | None = None
+    cert_dir: str | None = None
+    talos_version: str = TALOS_VERSION
+    arch: str = ""  #: empty: the host's
+    install: list[str] = field(default_factory=list)  #: refs installed at start (``extvisor dev --extension``)
+
+
+def source_of(name: str, path: str) -> str:
+    """How a service of an extension names its source: ``extension:NAME:/usr/local/etc/containers/x.yaml``."""
+    return f"{SOURCE}{name}:{path}"
+
+
+class Extensions:
+    def __init__(self, state_dir: Path, settings: ExtensionSettings, kinds: Mapping[str, ConditionKind], strict: bool):
+        self.store = Store(state_dir / "extensions")
+        self.settings = settings
+        self.options = FetchOptions(arch=settings.arch or host_arch(), authfile=settings.authfile, cert_dir=settings.cert_dir)
+        self.talos = talos_version(settings.talos_version)
+        self.kinds = kinds
+        self.strict = strict
+        self.lock = asyncio.Lock()
+        self.sup: Supervisor | None = None
+
+    # -- services of an extension ------------------------------------------------------------
+
+    def services_of(self, record: Installed) -> tuple[list[tuple[ServiceSpec, str, Path]], list[Finding]]:
+        out, findings = [], []
+        for path in record.service_files():
+            inner = "/" + os.path.relpath(path, record.rootfs)
+            loaded = load_service_file(path, self.kinds, self.strict)
+            findings += [Finding(source_of(record.name, inner), f.line, f.column, f.severity, f.field, f.message)
+                         for f in loaded.findings]  # fmt: skip
+            if loaded.spec is not None:
+                out.append((self._remap(loaded.spec), source_of(record.name, inner), record.service_rootfs(loaded.spec.name)))
+        return out, findings
+
+    def _remap(self, spec: ServiceSpec) -> ServiceSpec:
+        """Mount sources an extension provides come from the merged tree, through its stable link."""
+        mounts = spec.container.mounts or []
+        if not any(self.store.mount_source(m.source or "") for m in mounts):
+            return spec
+        spec = spec.model_copy(deep=True)
+        for m in spec.container.mounts or []:
+            if m.source and self.store.mount_source(m.source) is not None:
+                m.source = str(self.store.merged_link / os.path.normpath(m.source).lstrip("/"))
+        return spec
+
+    # -- at start ----------------------------------------------------------------------------
+
+    async def attach(self, sup: Supervisor) -> None:
+        """Recover the store, install ``settings.install``, add every extension's services."""
+        self.sup = sup
+        removed = await asyncio.to_thread(self.store.recover)
+        if removed:
+            log.warning("removed what an interrupted install or removal left: %s", ", ".join(removed))
+        for ref in self.settings.install:
+            taken = {s.spec.name: s.source for s in sup.services.values()}
+            record, _ = await asyncio.to_thread(self.store.install, parse_ref(ref).absolute(os.getcwd()), self.options,
+                                                self.talos, self.kinds, self.strict, taken, _log_progress)  # fmt: skip
+            for warning in record.warnings:
+                log.warning("%s: %s", record.name, warning)
+            await asyncio.to_thread(self.store.collect)
+        for record in self.store.list():
+            services, findings = self.services_of(record)
+            for f in findings:
+                (log.error if f.severity == "error" else log.warning)("%s", f)
+            for spec, source, rootfs in services:
+                other = sup.services.get(spec.id)
+                if other is not None:
+                    log.error("service %s of extension %s not loaded: %s already declares it", spec.name, record.name, other.source)
+                    continue
+                sup.rootfs_dirs[spec.name] = rootfs
+                sup.add(spec, source)
+        log.info("%d extension(s) installed", len(self.store.list()))
+
+    # -- while running -----------------------------------------------------------------------
+
+    async def install(self, ref: str, cwd: str, strict: bool, progress: Callable[[Progress], None]) -> Installed:
+        """Install or upgrade one image, then apply its services. Raises InstallError."""
+        assert self.sup is not None
+        sup = self.sup
+        async with self.lock:
+            parsed = parse_ref(ref).absolute(cwd or "/")
+            taken = {s.spec.name: s.source for s in sup.services.values() if not s.source.startswith(SOURCE)}
+            record, old = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
+                                                  strict or self.strict, taken, progress)  # fmt: skip
+            await self._apply(record, old)
+            await asyncio.to_thread(self.store.collect)
+            log.info("extension %s %s installed from %s (%s)", record.name, record.version, ref, record.digest)
+            return record
+
+    async def _apply(self, record: Installed, old: Installed | None) -> None:
+        assert self.sup is not None
+        services, findings = self.services_of(record)
+        for f in findings:
+            log.warning("%s", f)
+        keep = {spec.id for spec, _, _ in services}
+        for sid in old.services if old else []:
+            if sid not in keep and sid in self.sup.services:
+                await self.sup.remove(sid)
+                self.sup.rootfs_dirs.pop(sid.removeprefix("ext-"), None)
+        for spec, source, rootfs in services:
+            self.sup.rootfs_dirs[spec.name] = rootfs
+            await self.sup.apply(spec, source)
+
+    async def remove(self, name: str) -> Installed:
+        """Stop the extension's services, then remove every file it brought. Raises KeyError."""
+        assert self.sup is not None
+        async with self.lock:
+            record = self.store.get(name)
+            if record is None:
+                raise KeyError(name)
+            for sid in record.services:
+                service = self.sup.services.get(sid)
+                if service is not None and service.source.startswith(source_of(name, "")):
+                    await self.sup.remove(sid)
+                    self.sup.rootfs_dirs.pop(sid.removeprefix("ext-"), None)
+            await asyncio.to_thread(self.store.remove, name)
+            await asyncio.to_thread(self.store.collect)
+            log.info("extension %s removed", name)
+            return record
+
+    def list(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.store.list()]
+
+
+def _log_progress(p: Progress) -> None:
+    if p.stage != "fetch" or not p.done:
+        log.info("%s", p)
+
+
+__all__ = ["ExtensionSettings", "Extensions", "InstallError"]
