@@ -6,6 +6,9 @@ register. A backend launches one container per service run; a condition waits.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import signal as _signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -146,6 +149,19 @@ class ConfigView(Protocol):
     async def changed(self) -> None: ...
 
 
+INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+
+
+def instance_name(state_dir: Path | str) -> str:
+    """The name that keeps one daemon's cgroups and runtime objects apart from another's.
+
+    Derived from the state directory (its real path), so a daemon restarted on the same
+    state directory finds what it left, and two daemons on one host never share a name.
+    """
+    real = os.path.realpath(str(state_dir))
+    return "s" + hashlib.sha256(real.encode()).hexdigest()[:10]
+
+
 @dataclass
 class ConditionContext:
     """Handed to a condition kind's factory."""
@@ -155,6 +171,13 @@ class ConditionContext:
     services: ServiceView
     configs: ConfigView
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: this daemon's instance name (``--instance``, else derived from its state directory):
+    #: backends put it in what the runtime shares between daemons (namespaces, names).
+    instance: str = ""
+
+    @property
+    def scope(self) -> str:
+        return self.instance or instance_name(self.state_dir)
 
 
 @runtime_checkable

@@ -79,7 +79,7 @@ class TestPodman(BackendContract):
         ct = handle.container
         await asyncio.to_thread(ct.reload)
         assert ct.labels[LABEL] == spec.id
-        assert ct.name == spec.id
+        assert ct.name == f"{spec.id}.{harness.backend.scope}"
         host = ct.attrs["HostConfig"]
         assert host["NetworkMode"] == "host"
         assert host["ReadonlyRootfs"] is True
@@ -156,13 +156,22 @@ async def test_two_daemons_on_one_podman_leave_each_other_alone(podman_service: 
     rootfs = make_busybox_rootfs(tmp_path / "rootfs" / spec.name)
     request = LaunchRequest(spec.id, spec, build_oci_spec(spec, rootfs), rootfs, Sink(), tmp_path / "svc")
     handle = await ours.launch(request)
+    twin = None
     try:
         assert await theirs.cleanup() == []  # not theirs to remove
-        with pytest.raises(Exception, match="run by another extvisor"):
-            await theirs.launch(LaunchRequest(spec.id, spec, build_oci_spec(spec, rootfs), rootfs, Sink(), tmp_path / "svc2"))
-        assert leftovers_of(podman_service, spec.id) == [f"container {spec.id}"]
+        # The same service name under another daemon runs beside ours (issue 17, item 4).
+        twin = await theirs.launch(LaunchRequest(spec.id, spec, build_oci_spec(spec, rootfs), rootfs, Sink(), tmp_path / "svc2"))
+        assert sorted(leftovers_of(podman_service, spec.id)) == sorted(
+            [f"container {spec.id}.{ours.scope}", f"container {spec.id}.{theirs.scope}"])
+        await twin.signal(9)
+        assert not (await asyncio.wait_for(twin.wait(), 30)).success
+        assert handle.container.id != twin.container.id
+        await asyncio.to_thread(handle.container.reload)
+        assert handle.container.status == "running"  # stopping theirs left ours alone
     finally:
         await handle.delete()
+        if twin is not None:
+            await twin.delete()
         await ours.close()
         await theirs.close()
     assert leftovers_of(podman_service, spec.id) == []

@@ -41,7 +41,8 @@ def pids_of(service_id: str) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/cgroup") as f:
-                if f"/extvisor/{service_id}" in f.read():
+                # /extvisor/<instance>/<id>: one cgroup parent per daemon
+                if any("/extvisor/" in line and line.endswith(f"/{service_id}") for line in f.read().splitlines()):
                     found.append(int(entry))
         except OSError:
             continue

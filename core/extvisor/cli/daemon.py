@@ -31,7 +31,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
     known = {
         "config_dir", "rootfs_dir", "state_dir", "log_dir", "socket", "service_config_dir", "backend",
         "host_service", "strict", "log_format", "restart_delay", "restart_max_delay", "stop_timeout",
-        "log_max_bytes", "log_backups", "assume_time_synced",
+        "log_max_bytes", "log_backups", "assume_time_synced", "instance",
     }  # fmt: skip
     backend_options = {k: v for k, v in kw.items() if k not in known | EXTENSION_OPTIONS and v is not None}
     # Absolute paths: they end up in OCI specs and bundles, which runtimes read from elsewhere.
@@ -48,6 +48,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         strict=kw["strict"],
         log_format=kw["log_format"],
         extensions=extension_settings(kw),
+        instance=kw["instance"],
         supervisor={
             "restart_delay": kw["restart_delay"],
             "restart_max_delay": kw["restart_max_delay"],
@@ -108,6 +109,9 @@ def _build() -> click.Command:
         click.Option(["--log-max-bytes"], type=int, default=10 * 1024 * 1024, show_default=True,
                      help="Rotate a service's log file at this size."),
         click.Option(["--log-backups"], type=int, default=3, show_default=True, help="Rotated log files kept."),
+        click.Option(["--instance"], default=None, metavar="NAME",
+                     help="This daemon's name on the host: its cgroup parent /extvisor/NAME, containerd namespace "
+                          "extvisor-NAME, podman names. Default: derived from --state-dir."),
         click.Option(["--assume-time-synced"], is_flag=True,
                      help="Treat the clock as synchronised (machines with no time sync)."),
     ]  # fmt: skip

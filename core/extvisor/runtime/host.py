@@ -35,6 +35,8 @@ class Options:
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     condition_options: dict[str, Any] = field(default_factory=dict)
+    #: where this daemon's containers' cgroups go: ``/extvisor/<instance>`` (one per daemon)
+    cgroup_parent: str = "/extvisor"
 
 
 class ServiceHost(Protocol):

@@ -186,7 +186,8 @@ class Supervisor:
         await self._ensure_backend()
         env_file = self.configs.read_environment_file(spec)
         esc_env, esc_mounts = self.configs.materialize(spec.name)
-        oci = build_oci_spec(spec, self.rootfs_of(spec), env_file=env_file, extra_env=esc_env, extra_mounts=esc_mounts)
+        oci = build_oci_spec(spec, self.rootfs_of(spec), env_file=env_file, extra_env=esc_env, extra_mounts=esc_mounts,
+                             cgroup_parent=self.options.cgroup_parent)
         self.pm.hook.extvisor_prepare_container(service_id=spec.id, spec=spec, oci=oci)
         state_dir = self.options.state_dir / "services" / spec.id
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from extvisor.runtime.configstore import ConfigStore
 from extvisor.spec.findings import Finding
 from extvisor.runtime.hostservices import HostService
 from extvisor.plugins import PluginManager, get_plugin_manager
-from extvisor.protocols import Backend, BackendConfig, BackendUnavailable
+from extvisor.protocols import INSTANCE_RE, Backend, BackendConfig, BackendUnavailable, instance_name
 from extvisor.records import LoadContext, LoadedService
 from extvisor.runtime.supervisor import Options, Supervisor
 from extvisor.server.extensions import Extensions, ExtensionSettings, InstallError
@@ -50,6 +50,11 @@ class DaemonConfig:
     log_format: str = "logfmt"
     supervisor: dict[str, Any] = field(default_factory=dict)  #: Options overrides (restart_delay, ...)
     extensions: ExtensionSettings = field(default_factory=ExtensionSettings)  #: --authfile, --talos-version...
+    instance: str | None = None  #: keeps cgroups and runtime names apart; None: derived from state_dir
+
+    @property
+    def instance_name(self) -> str:
+        return self.instance or instance_name(self.state_dir)
 
 
 class DaemonError(Exception):
@@ -181,10 +186,13 @@ class Daemon:
             raise DaemonError(f"unknown backend {self.config.backend!r}; known: {known}")
         options = {o.key: self.config.backend_options.get(o.key, o.default) for o in btype.options}
         options.update(self.config.backend_options)
-        return btype.factory(BackendConfig(state_dir=self.config.state_dir / self.config.backend, options=options))
+        return btype.factory(BackendConfig(state_dir=self.config.state_dir / self.config.backend, options=options,
+                                           instance=self.config.instance_name))
 
     async def run(self) -> None:
         cfg = self.config
+        if cfg.instance is not None and not INSTANCE_RE.fullmatch(cfg.instance):
+            raise DaemonError(f"--instance {cfg.instance!r}: use 1-32 of a-z 0-9 _ . - (starting with a letter or digit)")
         lock = lock_state_dir(cfg.state_dir)
         from extvisor.server import api  # noqa: F401  (FastAPI's imports take ~0.3 s: not between loading and starting)
         for p in self.pm.problems:
@@ -194,7 +202,8 @@ class Daemon:
         configs = ConfigStore(cfg.service_config_dir, cfg.state_dir / "configs")
         configs.reload()
         hosts = [HostService.parse(h) for h in cfg.host_services]
-        options = Options(rootfs_dir=cfg.rootfs_dir, state_dir=cfg.state_dir, log_dir=cfg.log_dir, **cfg.supervisor)
+        options = Options(rootfs_dir=cfg.rootfs_dir, state_dir=cfg.state_dir, log_dir=cfg.log_dir,
+                          cgroup_parent=f"/extvisor/{cfg.instance_name}", **cfg.supervisor)
         sup = self.sup = self.supervisor_class(self.pm, backend, options, kinds, configs, hosts)
         self.pm.register(ConsoleSink(sup), name="extvisor.console")
         loaded, findings = load_services(self.pm, cfg, kinds)
@@ -222,7 +231,8 @@ class Daemon:
         server = await self._serve(sock)
         watcher = asyncio.create_task(configs.watch(self._configs_changed))
         self.ready.set()
-        log.info("daemon ready: backend=%s socket=%s services=%d", cfg.backend, cfg.socket, len(sup.services))
+        log.info("daemon ready: backend=%s socket=%s services=%d instance=%s", cfg.backend, cfg.socket,
+                 len(sup.services), cfg.instance_name)
         try:
             await self._stop.wait()
         finally:

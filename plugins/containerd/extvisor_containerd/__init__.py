@@ -23,6 +23,7 @@ def extvisor_register_backends() -> Iterator[BackendType]:
         description="containerd over gRPC (no image, no snapshotter; runtime io.containerd.runc.v2)",
         options=(
             BackendOption("containerd-address", "containerd socket", DEFAULT_ADDRESS),
-            BackendOption("containerd-namespace", "containerd namespace", DEFAULT_NAMESPACE),
+            BackendOption("containerd-namespace", "containerd namespace [default extvisor-<instance>]",
+                          DEFAULT_NAMESPACE),
         ),
     )

@@ -24,7 +24,7 @@ from .fifo import FifoReader, remove_fifo
 log = logging.getLogger("extvisor.containerd")
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
-DEFAULT_NAMESPACE = "extvisor"
+DEFAULT_NAMESPACE = ""  # empty: extvisor-<instance>, one namespace per daemon
 LABEL = "io.extvisor.service"  # value: the service id; marks the container as extvisor's
 FIFO_LABEL = "io.extvisor.stdio"  # the FIFO path, so a later daemon can remove it
 PATIENCE = 60.0  # how long signal/delete/cleanup retry while containerd is away
@@ -43,7 +43,8 @@ class ContainerdBackend:
 
     def __init__(self, config: BackendConfig) -> None:
         self.address = _option(config, "containerd-address", DEFAULT_ADDRESS)
-        self.namespace = _option(config, "containerd-namespace", DEFAULT_NAMESPACE)
+        # Two daemons in one namespace would see (and remove) each other's containers.
+        self.namespace = _option(config, "containerd-namespace", DEFAULT_NAMESPACE) or f"extvisor-{config.scope}"
         self.runc_root = Path(config.state_dir) / "runc"  # runc state kept private to us
         self.client: c.Client | None = None
 
