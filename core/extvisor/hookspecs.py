@@ -2,8 +2,9 @@
 
 Registration hooks yield typed records (:mod:`extvisor.records`); the plugin manager
 collects, checks and sorts them. The other hooks are notifications around a service's
-life, called by the supervisor. Only ``extvisor_stop_signal`` decides one thing and so
-stops at the first non-``None`` result (``firstresult``).
+life, called by the supervisor. The hooks that decide one thing stop at the first
+non-``None`` result (``firstresult``): ``extvisor_stop_signal`` and
+``extvisor_container_stats``.
 
 docs/hooks.md documents each hook; tests/test_meta.py fails when one is not documented
 or not tested.
@@ -18,7 +19,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from extvisor.spec.models import ServiceSpec
-    from extvisor.protocols import ExitStatus
+    from extvisor.protocols import ContainerHandle, ContainerStats, ExitStatus
     from extvisor.records import BackendType, ConditionKind, LoadContext, LoadedService
     from extvisor.state import ServiceEvent
 
@@ -157,4 +158,26 @@ def extvisor_service_event(event: ServiceEvent) -> None:
 
     :param event: service id, state, message and time.
     :returns: nothing.
+    """
+
+
+# -- what a service costs --------------------------------------------------------------
+
+
+@_hookspec(firstresult=True)
+def extvisor_container_stats(service_id: str, container: ContainerHandle) -> ContainerStats | None:
+    """Read a running container's CPU time, memory and processes.
+
+    Called every few seconds for each running service (``extvisor stats``, the dashboard's
+    Monitor screen and ``/metrics`` read the result), from the daemon's event loop.
+    firstresult: the backend that launched *container* answers, the others return
+    ``None``; with no answer the core reads the cgroup of ``container.pid`` itself
+    (:func:`extvisor.oci.cgroups.read_stats`), which suits any backend whose containers
+    run on this host. A coroutine may be returned (it is awaited) for runtimes with an
+    async API. An exception is logged and the core's reading is used.
+
+    :param service_id: ``ext-<name>``.
+    :param container: the handle :meth:`Backend.launch` returned for this run.
+    :returns: a :class:`~extvisor.protocols.ContainerStats`, an awaitable of one, or
+        ``None`` to leave it to others.
     """

@@ -55,6 +55,22 @@ class ExitStatus:
         return f"exit code {self.code}"
 
 
+@dataclass(frozen=True)
+class ContainerStats:
+    """What a container costs now, as a backend reads it (hook ``extvisor_container_stats``)."""
+
+    cpu_seconds: float  #: CPU time used by all its processes since it started, user + system
+    memory_bytes: int  #: working set: memory in use minus inactive file cache
+    rss_bytes: int  #: anonymous memory (RSS)
+    pids: tuple[int, ...] = ()  #: its processes as host PIDs, when known
+    processes: int | None = None  #: how many processes; ``len(pids)`` when not given
+    source: str = ""  #: where the figures came from: ``cgroup v1``, ``containerd``, ``podman``...
+
+    @property
+    def process_count(self) -> int:
+        return self.processes if self.processes is not None else len(self.pids)
+
+
 class LogSink(Protocol):
     """Where a backend writes a container's output (stdout and stderr, in the order produced)."""
 

@@ -34,3 +34,17 @@ def run(fn):  # type: ignore[no-untyped-def]
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def complete_service_id(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion: the ids of the running daemon's services (nothing if it is not there)."""
+    from click.shell_completion import CompletionItem
+
+    from extvisor.client.http import Client
+
+    socket_path = ctx.params.get("socket_path")
+    try:
+        items = Client(socket_path, timeout=2).services()
+    except (ClientError, OSError):
+        return []
+    return [CompletionItem(s["id"], help=s.get("state")) for s in items if s["id"].startswith(incomplete)]

@@ -24,6 +24,8 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    "stats": "extvisor.cli.stats:stats",
+    "processes": "extvisor.cli.stats:processes",
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

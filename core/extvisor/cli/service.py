@@ -8,7 +8,7 @@ import time
 
 import click
 
-from extvisor.cli.common import emit, output_option, run, socket_option
+from extvisor.cli.common import complete_service_id, emit, output_option, run, socket_option
 from extvisor.client.format import go_duration, health_text, table
 from extvisor.client.http import Client
 
@@ -34,7 +34,7 @@ def services(socket_path: str | None, output: str) -> None:
 
 
 @click.command()
-@click.argument("service_id")
+@click.argument("service_id", shell_complete=complete_service_id)
 @click.argument("action", required=False, default="status",
                 type=click.Choice(["status", "start", "stop", "restart"]))  # fmt: skip
 @socket_option
@@ -64,7 +64,7 @@ def service(service_id: str, action: str, socket_path: str | None, output: str) 
 
 
 @click.command()
-@click.argument("service_id")
+@click.argument("service_id", shell_complete=complete_service_id)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("--tail", type=int, default=-1, show_default=True, help="Lines from the end (-1: all kept).")
 @socket_option

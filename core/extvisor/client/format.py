@@ -28,3 +28,12 @@ def table(rows: list[list[str]]) -> str:
     """Tab-aligned columns with 3 spaces of padding, as talosctl's tabwriter."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 MiB"-style sizes, as top and talosctl show memory."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -78,3 +78,17 @@ class Client:
             for line in lines:
                 if line.strip():
                     yield json.loads(line)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Every service's CPU, memory, processes, restarts and uptime (``extvisor stats``)."""
+        return self._request("GET", "/v1/stats")
+
+    def stats_history(self, points: int = 60) -> dict[str, Any]:
+        return self._request("GET", "/v1/stats/history", params={"points": points})
+
+    def processes(self, service_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"service": service_id} if service_id else None
+        return self._request("GET", "/v1/stats/processes", params=params)
+
+    def host(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/stats/host")

@@ -40,6 +40,7 @@ ROUTES: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("GET", "/v1/extensions/*", READ),
     ("GET", "/v1/stats", READ),
     ("GET", "/v1/stats/*", READ),
+    ("GET", "/metrics", READ),
     ("GET", "/openapi.json", READ),
 )
 

@@ -32,6 +32,7 @@ class ServiceLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = os.fstat(self._fd).st_size
+        self.written = 0  #: bytes written since the daemon started (the log_bytes metric)
         self._generation = 0  # bumped at each rotation, so followers switch files
         self._changed = asyncio.Event()
 
@@ -43,6 +44,7 @@ class ServiceLog:
             n = os.write(self._fd, view)
             view = view[n:]
         self._size += len(data)
+        self.written += len(data)
         if self._on_lines is not None:
             buf = self._partial + data
             cut = buf.rfind(b"\n") + 1

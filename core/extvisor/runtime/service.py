@@ -47,6 +47,11 @@ class Service:
     # -- what the API shows ----------------------------------------------------------
 
     @property
+    def container(self) -> ContainerHandle | None:
+        """The container of the run in progress, while it runs (for stats)."""
+        return self._container
+
+    @property
     def running(self) -> bool:
         """A run is in progress (any state but the terminal ones), as Talos's ``running``."""
         return self._task is not None and not self._task.done()

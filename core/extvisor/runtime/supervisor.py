@@ -24,6 +24,7 @@ from extvisor.plugins import PluginManager
 from extvisor.protocols import Backend, Condition, ConditionContext, ContainerHandle, LaunchRequest
 from extvisor.records import ConditionKind
 from extvisor.runtime.service import Service
+from extvisor.runtime.stats import StatsCollector
 from extvisor.state import ServiceEvent, State
 
 log = logging.getLogger("extvisor.supervisor")
@@ -80,6 +81,7 @@ class Supervisor:
         self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
         self.backend_ready = False
         self._backend_lock = asyncio.Lock()
+        self.stats = StatsCollector(self)  #: CPU, memory, processes of each service
 
     # -- loading -----------------------------------------------------------------------
 
@@ -192,7 +194,10 @@ class Supervisor:
         state_dir = self.options.state_dir / "services" / spec.id
         state_dir.mkdir(parents=True, exist_ok=True)
         request = LaunchRequest(spec.id, spec, oci, self.rootfs_of(spec), self.logs[spec.id], state_dir)
-        return await self.backend.launch(request)
+        began = time.monotonic()
+        handle = await self.backend.launch(request)
+        self.stats.observe_start(spec.id, time.monotonic() - began)
+        return handle
 
     # -- the whole set -------------------------------------------------------------------
 
@@ -204,6 +209,7 @@ class Supervisor:
                 in_cycle.setdefault(member, cycle)
         for host in self.host_services.values():
             host.start(self)
+        self.stats.start()
         for service in sorted(self.services.values(), key=lambda s: s.id):
             if service.id in in_cycle:
                 service.fail("Dependency cycle: " + " -> ".join(in_cycle[service.id]))
@@ -262,6 +268,7 @@ class Supervisor:
             await asyncio.gather(*(self.services[i].stop() for i in ready))
             remaining -= set(ready)
         if ids is None:
+            await self.stats.stop()
             for host in self.host_services.values():
                 await host.stop()
             for service_log in self.logs.values():

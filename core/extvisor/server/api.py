@@ -6,6 +6,7 @@
     POST /v1/services/{id}/start|stop|restart
     GET  /v1/services/{id}/logs?tail=N&follow=true   the log, streamed
     GET  /v1/events?follow=true&tail=N      state changes of every service, as NDJSON
+    GET  /v1/stats..., /metrics             the numbers: see server/metrics.py
 """
 
 from __future__ import annotations
@@ -144,4 +145,7 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
+    from extvisor.server import metrics
+
+    metrics.install(app, sup, info)
     return app
