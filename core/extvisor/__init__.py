@@ -1,66 +1,75 @@
 """extvisor: a supervisor for Talos-style containerized extension services.
 
 Plugin authors import from here only: ``from extvisor import hookimpl`` and the records,
-protocols and models below.
+protocols and models below. The names are loaded on first use, so that ``import
+extvisor.cli`` (every CLI call) does not pay for pluggy and pydantic.
 """
 
 from __future__ import annotations
 
-import pluggy
-
-hookimpl = pluggy.HookimplMarker("extvisor")
-"""Marker for hook implementations: ``@hookimpl def extvisor_register_conditions(): ...``"""
-
-from extvisor.spec.findings import Finding, LoadError, SpecWarning  # noqa: E402
-from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec  # noqa: E402
-from extvisor.protocols import (  # noqa: E402
-    Backend,
-    BackendConfig,
-    BackendError,
-    BackendUnavailable,
-    Condition,
-    ConditionContext,
-    ContainerHandle,
-    ExitStatus,
-    LaunchRequest,
-)
-from extvisor.records import BackendOption, BackendType, ConditionKind, LoadContext, LoadedService  # noqa: E402
-from extvisor.state import ServiceEvent, State  # noqa: E402
-
-__all__ = [
-    "Backend",
-    "BackendConfig",
-    "BackendError",
-    "BackendOption",
-    "BackendType",
-    "BackendUnavailable",
-    "Condition",
-    "ConditionContext",
-    "ConditionKind",
-    "ContainerHandle",
-    "ExitStatus",
-    "ExtensionServiceConfig",
-    "Finding",
-    "LaunchRequest",
-    "LoadContext",
-    "LoadError",
-    "LoadedService",
-    "ServiceEvent",
-    "ServiceSpec",
-    "SpecWarning",
-    "State",
-    "hookimpl",
-]
-
-
-from extvisor import _moved  # noqa: E402
+from extvisor import _moved
+from extvisor._version import __version__
 
 _moved.install()
 
+# name -> the module that defines it
+_PUBLIC = {
+    "Finding": "extvisor.spec.findings",
+    "LoadError": "extvisor.spec.findings",
+    "SpecWarning": "extvisor.spec.findings",
+    "ExtensionServiceConfig": "extvisor.spec.models",
+    "ServiceSpec": "extvisor.spec.models",
+    "Backend": "extvisor.protocols",
+    "BackendConfig": "extvisor.protocols",
+    "BackendError": "extvisor.protocols",
+    "BackendUnavailable": "extvisor.protocols",
+    "Condition": "extvisor.protocols",
+    "ConditionContext": "extvisor.protocols",
+    "ContainerHandle": "extvisor.protocols",
+    "ExitStatus": "extvisor.protocols",
+    "LaunchRequest": "extvisor.protocols",
+    "BackendOption": "extvisor.records",
+    "BackendType": "extvisor.records",
+    "ConditionKind": "extvisor.records",
+    "LoadContext": "extvisor.records",
+    "LoadedService": "extvisor.records",
+    "ServiceEvent": "extvisor.state",
+    "State": "extvisor.state",
+}
 
-def __getattr__(name: str) -> str:
-    if name == "__version__":
-        from importlib.metadata import version
+__all__ = sorted([*_PUBLIC, "hookimpl", "__version__"])
 
-        return version("extvisor")
-    raise AttributeError(name)
+TYPE_CHECKING = False  # not typing's: importing typing costs every CLI call a few ms
+if TYPE_CHECKING:
+    import pluggy
+
+    from extvisor.protocols import (
+        Backend, BackendConfig, BackendError, BackendUnavailable, Condition, ConditionContext,
+        ContainerHandle, ExitStatus, LaunchRequest,
+    )  # fmt: skip
+    from extvisor.records import BackendOption, BackendType, ConditionKind, LoadContext, LoadedService
+    from extvisor.spec.findings import Finding, LoadError, SpecWarning
+    from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec
+    from extvisor.state import ServiceEvent, State
+
+    hookimpl: pluggy.HookimplMarker
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name == "hookimpl":
+        # Marker for hook implementations: ``@hookimpl def extvisor_register_conditions(): ...``
+        import pluggy
+
+        value = pluggy.HookimplMarker("extvisor")
+    elif name in _PUBLIC:
+        import importlib
+
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    else:
+        raise AttributeError(f"module 'extvisor' has no attribute {name!r}")
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

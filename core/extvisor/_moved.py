@@ -7,11 +7,7 @@ and warns; the aliases go in 0.3. Plugin-facing modules did not move.
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.util
 import sys
-import warnings
 
 MOVED = {
     "extvisor.findings": "extvisor.spec.findings",
@@ -37,15 +33,24 @@ MOVED = {
 }
 
 
-class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers an old module name with the module at its new path, and warns."""
+class _Alias:
+    """Answers an old module name with the module at its new path, and warns.
+
+    A meta path finder and loader; importlib's base classes are not used because importing
+    them costs more than every CLI call should pay.
+    """
 
     def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
         if fullname not in MOVED:
             return None
+        import importlib.util
+
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):  # type: ignore[no-untyped-def]
+        import importlib
+        import warnings
+
         new = MOVED[spec.name]
         warnings.warn(
             f"{spec.name} is deprecated and will be removed in extvisor 0.3: import {new}",

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import click
-import yaml
 
 from extvisor.client.http import ClientError
 
@@ -22,6 +21,8 @@ def emit(data: Any, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     else:
+        import yaml  # only for -o yaml: PyYAML costs more than the rest of a call
+
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
 
 

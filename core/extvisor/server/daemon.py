@@ -50,6 +50,10 @@ class DaemonConfig:
     log_format: str = "logfmt"
     supervisor: dict[str, Any] = field(default_factory=dict)  #: Options overrides (restart_delay, ...)
     extensions: ExtensionSettings = field(default_factory=ExtensionSettings)  #: --authfile, --talos-version...
+    listen: list[str] = field(default_factory=list)  #: HOST[:PORT]: the API over mutual TLS too (docs/remote.md)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None  #: client certificates must be signed by it; their O values are roles
     instance: str | None = None  #: keeps cgroups and runtime names apart; None: derived from state_dir
 
     @property
@@ -174,6 +178,9 @@ class Daemon:
         self.extensions: Extensions | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._tls_context: Any = None
+        self._tls_server: Any = None
+        self._tls_tasks: list[asyncio.Task] = []  # type: ignore[type-arg]
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -226,9 +233,10 @@ class Daemon:
         except InstallError as exc:
             raise DaemonError("extension refused: " + "; ".join(str(p) for p in exc.problems if p.severity == "error")) from None
         self._warn_undeclared(sup)
+        listeners = self._listeners()  # TLS files and TCP ports checked before anything starts
         sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
         sup.start_all()
-        server = await self._serve(sock)
+        server = await self._serve(sock, listeners)
         watcher = asyncio.create_task(configs.watch(self._configs_changed))
         self.ready.set()
         log.info("daemon ready: backend=%s socket=%s services=%d instance=%s", cfg.backend, cfg.socket,
@@ -240,7 +248,11 @@ class Daemon:
             watcher.cancel()
             await sup.shutdown()
             server.should_exit = True
-            await asyncio.gather(self._server_task, return_exceptions=True)
+            if self._tls_server is not None:
+                self._tls_server.should_exit = True
+            await asyncio.gather(self._server_task, *self._tls_tasks, return_exceptions=True)
+            for listener in listeners:
+                listener.close()
             await backend.close()
             sock.close()
             cfg.socket.unlink(missing_ok=True)
@@ -273,7 +285,34 @@ class Daemon:
             await service.stop()
             service.start()
 
-    async def _serve(self, sock: socket.socket):  # type: ignore[no-untyped-def]
+    def _listeners(self) -> list[socket.socket]:
+        """``--listen``: the TLS context and the bound TCP sockets, or a DaemonError saying why not."""
+        cfg = self.config
+        if not cfg.listen:
+            return []
+        given = {"--tls-cert": cfg.tls_cert, "--tls-key": cfg.tls_key, "--client-ca": cfg.client_ca}
+        missing = [flag for flag, value in given.items() if value is None]
+        if missing:
+            raise DaemonError(f"--listen needs --tls-cert, --tls-key and --client-ca (missing {', '.join(missing)}): "
+                              "the API is served over TCP only with mutual TLS")  # fmt: skip
+        from extvisor.remote.tls import TLSConfigError
+        from extvisor.server.remote import bind_tcp, tls_context
+
+        try:
+            self._tls_context = tls_context(str(cfg.tls_cert), str(cfg.tls_key), str(cfg.client_ca))
+        except TLSConfigError as exc:
+            raise DaemonError(str(exc)) from None
+        socks: list[socket.socket] = []
+        for address in cfg.listen:
+            try:
+                socks.append(bind_tcp(address))
+            except (OSError, ValueError) as exc:
+                for s in socks:
+                    s.close()
+                raise DaemonError(f"--listen {address}: {exc}") from None
+        return socks
+
+    async def _serve(self, sock: socket.socket, listeners: list[socket.socket] | None = None):  # type: ignore[no-untyped-def]
         import uvicorn
 
         from extvisor.server.api import create_app
