@@ -16,6 +16,10 @@ if [ -n "$missing" ]; then
   echo "setup: installing Debian packages:$missing"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # docker-registry is only a tool for the tests (they run their own): not a service on :5000.
+  case " $missing " in *" docker-registry "*)
+    [ -d /run/systemd/system ] && systemctl disable --now docker-registry >/dev/null 2>&1 || true ;;
+  esac
 fi
 # Distributions that start the system containerd/podman socket do not concern us: tests and
 # the daemon use private sockets or the ones given on the command line.
