@@ -33,6 +33,10 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         "host_service", "strict", "log_format", "restart_delay", "restart_max_delay", "stop_timeout",
         "log_max_bytes", "log_backups", "assume_time_synced", "instance",
     }  # fmt: skip
+    listen, tls = list(kw.pop("listen") or ()), {k: kw.pop(k) for k in ("tls_cert", "tls_key", "client_ca")}
+    if listen and not all(tls.values()):
+        raise click.UsageError("--listen needs --tls-cert, --tls-key and --client-ca: the API is served over TCP "
+                               "only with mutual TLS (docs/remote.md)")  # fmt: skip
     backend_options = {k: v for k, v in kw.items() if k not in known | EXTENSION_OPTIONS and v is not None}
     # Absolute paths: they end up in OCI specs and bundles, which runtimes read from elsewhere.
     config = DaemonConfig(
@@ -48,6 +52,8 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         strict=kw["strict"],
         log_format=kw["log_format"],
         extensions=extension_settings(kw),
+        listen=listen,
+        **{k: Path(v).absolute() if v else None for k, v in tls.items()},
         instance=kw["instance"],
         supervisor={
             "restart_delay": kw["restart_delay"],
@@ -93,6 +99,12 @@ def _build() -> click.Command:
         click.Option(["--log-dir"], default="/var/log/extvisor", show_default=True, help="One log file per service."),
         click.Option(["--socket"], default="/run/extvisor/extvisor.sock", show_default=True, envvar="EXTVISOR_SOCKET",
                      help="The API's Unix socket (created 0600)."),
+        click.Option(["--listen"], multiple=True, metavar="HOST[:PORT]",
+                     help="Also serve the API over TCP with mutual TLS (port 50000 when left out). Repeatable."),
+        click.Option(["--tls-cert"], type=click.Path(dir_okay=False), help="For --listen: the daemon's certificate."),
+        click.Option(["--tls-key"], type=click.Path(dir_okay=False), help="For --listen: its key."),
+        click.Option(["--client-ca"], type=click.Path(dir_okay=False),
+                     help="For --listen: the CA of accepted client certificates (their O values are roles)."),
         click.Option(["--service-config-dir"], default="/usr/local/etc/extvisor/service-configs", show_default=True,
                      help="ExtensionServiceConfig documents (*.yaml)."),
         click.Option(["--backend"], default="runc", show_default=True, help="Container backend plugin."),

@@ -336,9 +336,17 @@ class Daemon:
 
         # Followed streams (events, logs -f, the dashboard) never end by themselves: without
         # a grace timeout, uvicorn would wait for them forever and the daemon would not exit.
-        server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                       timeout_graceful_shutdown=1))
+        from extvisor.server.remote import tls_config, unix_app
+
+        options: dict[str, Any] = {"log_level": "warning", "lifespan": "off", "access_log": False,
+                                   "timeout_graceful_shutdown": 1}  # fmt: skip
+        server = Server(uvicorn.Config(unix_app(app), **options))  # the root-only socket: admin
         self._server_task = asyncio.create_task(server.serve(sockets=[sock]))
+        if listeners:
+            # A server of its own: one uvicorn Config holds one SSL context for all its sockets.
+            self._tls_server = Server(tls_config(app, self._tls_context, **options))
+            self._tls_tasks = [asyncio.create_task(self._tls_server.serve(sockets=listeners))]
+            log.info("API over mutual TLS on %s", ", ".join("%s:%d" % s.getsockname()[:2] for s in listeners))
         return server
 
 
