@@ -31,4 +31,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
 ln -sf "$PWD/.venv/bin/extvisor" /usr/local/bin/extvisor
+# The hello-world system extension image that run-example.sh installs: built here, offline.
+sh examples/hello-world-extension/build-image.sh build/hello-world-extension.tar >/dev/null
 echo "setup: $(.venv/bin/extvisor --version)"

@@ -82,6 +82,8 @@ class Extensions:
         for m in spec.container.mounts or []:
             if m.source and self.store.mount_source(m.source) is not None:
                 m.source = str(self.store.merged_link / os.path.normpath(m.source).lstrip("/"))
+                # read-only, as Talos's overlay is: the merged tree hard-links the installed files
+                m.options = [o for o in (m.options or []) if o != "rw"] + ([] if "ro" in (m.options or []) else ["ro"])
         return spec
 
     # -- at start ----------------------------------------------------------------------------
