@@ -298,6 +298,20 @@ class BackendContract:
         assert not eff & (1 << 16), "CAP_SYS_MODULE must be dropped"
         assert not eff & (1 << 22), "CAP_SYS_BOOT must be dropped"
 
+    async def test_seccomp_default_profile(self, harness: Harness) -> None:
+        # swapoff is in no rule of containerd's profile, for any capability; the service
+        # has CAP_SYS_ADMIN, so without the profile the kernel would look the path up and
+        # say ENOENT. With it, seccomp answers EPERM before the kernel sees the call.
+        script = (
+            "grep '^Seccomp:' /proc/self/status; busybox swapoff /nonexistent-swap 2>&1; "
+            "mount -t tmpfs none /tmp && touch /tmp/ok && umount /tmp && echo mount-ok; "
+            "unshare -u hostname inner && echo unshare-ok"
+        )
+        status, out = await harness.run(harness.spec("seccomp", script))
+        assert "Seccomp:\t2" in out, out  # 2 = filter mode
+        assert "Operation not permitted" in out and "No such file" not in out, out
+        assert "mount-ok" in out and "unshare-ok" in out, out  # what CAP_SYS_ADMIN's rules allow
+
     async def test_root_is_read_only(self, harness: Harness) -> None:
         spec = harness.spec("ro", "touch /x")
         status, out = await harness.run(spec)

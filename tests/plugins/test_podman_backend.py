@@ -175,3 +175,18 @@ async def test_two_daemons_on_one_podman_leave_each_other_alone(podman_service: 
         await ours.close()
         await theirs.close()
     assert leftovers_of(podman_service, spec.id) == []
+
+
+def test_translate_hostname_and_seccomp() -> None:
+    oci = {
+        "process": {"args": ["/bin/true"]},
+        "root": {"path": "/r", "readonly": True},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "uts"}, {"type": "mount"}],
+                  "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": []}},
+    }  # fmt: skip
+    body, notes = translate(oci, "ext-a", node_hostname="node1", seccomp_path="/s/seccomp.json")
+    assert body["hostname"] == "node1" and body["utsns"] == {"nsmode": "private"}
+    assert body["seccomp_profile_path"] == "/s/seccomp.json" and not notes
+    body, notes = translate(oci, "ext-a")  # a remote podman: its host's name, no file for the profile
+    assert body["hostname"] == "" and body["utsns"] == {"nsmode": "host"}
+    assert body["seccomp_profile_path"] == "unconfined" and notes == ["linux.seccomp"]

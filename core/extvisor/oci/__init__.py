@@ -1,9 +1,8 @@
 """The OCI runtime spec of an extension service, built as Talos builds it. One builder, every backend.
 
 Talos starts from containerd's default Linux spec and applies the extension's options
-(internal/app/machined/pkg/system/services/extension.go); so does this module. Not
-applied: the default seccomp profile (these are privileged system services; podman's
-``--privileged`` drops it too).
+(internal/app/machined/pkg/system/services/extension.go); so does this module, ending
+with containerd's default seccomp profile for the service's capabilities (``seccomp.py``).
 
 Plugin-facing: backends call :func:`fit_to_host`; the contract suite builds specs here.
 May import: ``extvisor.spec`` only.
@@ -17,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from extvisor.oci.seccomp import default_profile
 from extvisor.spec.models import Mount, ServiceSpec
 
 # containerd's defaults, which Talos keeps unless the spec gives lists (pkg/oci/spec.go).
@@ -192,6 +192,8 @@ def build_oci_spec(
     }
     if security.rootfsPropagation:
         linux["rootfsPropagation"] = security.rootfsPropagation
+    # Last, as Talos's seccomp.WithDefaultProfile(): the profile depends on the capabilities.
+    linux["seccomp"] = default_profile(caps)
     return {
         "ociVersion": "1.0.2",
         "process": {

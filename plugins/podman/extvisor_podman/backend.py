@@ -247,8 +247,15 @@ class PodmanBackend:
             oci = json.loads(json.dumps(oci))
             for note in fit_to_host(oci):
                 log.info("%s: %s", request.service_id, note)
+        seccomp = ""
+        if self.local and (oci.get("linux") or {}).get("seccomp"):
+            # podman takes a profile only as a file on its host; the OCI form is its format too.
+            path = Path(request.state_dir) / "seccomp.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(oci["linux"]["seccomp"]))
+            seccomp = str(path)
         body, notes = translate(oci, request.service_id, runtime=self.runtime, ulimits=self.ulimits, owner=self.owner,
-                                node_hostname=socket.gethostname() if self.local else "")
+                                node_hostname=socket.gethostname() if self.local else "", seccomp_path=seccomp)
         body["name"] = f"{request.service_id}.{self.scope}"
         self._note(request.service_id, notes)
         litter = []

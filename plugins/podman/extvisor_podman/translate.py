@@ -5,7 +5,7 @@ podman cannot express is returned as short notes instead of being dropped silent
 
 Why not ``privileged``: podman ignores ``cap_drop`` for privileged containers (seen with
 4.3.1) and would grant CAP_SYS_BOOT/CAP_SYS_MODULE, which Talos drops. An unprivileged
-container with the spec's capabilities, no seccomp/AppArmor/SELinux confinement and the
+container with the spec's capabilities and seccomp profile, no AppArmor/SELinux confinement and the
 spec's device rules is the same container as the spec describes.
 """
 
@@ -43,7 +43,7 @@ _NAMESPACES = {"pid": "pidns", "uts": "utsns", "ipc": "ipcns", "network": "netns
 _PROCESS_KEYS = {"terminal", "user", "args", "env", "cwd", "capabilities", "noNewPrivileges", "oomScoreAdj",
                  "rlimits", "apparmorProfile"}  # fmt: skip
 _LINUX_KEYS = {"namespaces", "maskedPaths", "readonlyPaths", "resources", "cgroupsPath", "rootfsPropagation",
-               "sysctl"}  # fmt: skip
+               "sysctl", "seccomp"}  # fmt: skip
 _TOP_KEYS = {"ociVersion", "process", "root", "hostname", "mounts", "linux", "annotations"}
 
 
@@ -112,12 +112,15 @@ def translate(
     ulimits: list[dict[str, Any]] | None = None,
     owner: str = "",
     node_hostname: str = "",
+    seccomp_path: str = "",
 ) -> tuple[dict[str, Any], list[str]]:
     """Return podman's create body for *oci*, and the names of settings it cannot express.
 
     :param node_hostname: the hostname of the machine podman runs on. A spec without a
         hostname keeps the node's; podman would invent one (the container id) for a private
         UTS namespace, so it is told this one, or shares the host's UTS namespace if unknown.
+    :param seccomp_path: a file on podman's host holding the spec's ``linux.seccomp`` as
+        JSON (podman reads a profile only from a file); without it the profile is a note.
     """
     notes: list[str] = []
     process = oci.get("process", {})
@@ -147,7 +150,7 @@ def translate(
         "privileged": False,
         "cap_drop": ["ALL"],
         "no_new_privileges": bool(process.get("noNewPrivileges")),
-        "seccomp_profile_path": "unconfined",
+        "seccomp_profile_path": seccomp_path if linux.get("seccomp") and seccomp_path else "unconfined",
         "apparmor_profile": process.get("apparmorProfile") or "unconfined",
         "selinux_opts": ["disable"],
         "r_limits": _rlimits(process, ulimits or []),
@@ -177,6 +180,8 @@ def translate(
             body[key] = {"nsmode": "private"}
     if not body["hostname"] and body["utsns"]["nsmode"] == "private":
         body["utsns"] = {"nsmode": "host"}  # the node's name, as the spec means
+    if linux.get("seccomp") and not seccomp_path:
+        notes.append("linux.seccomp")
     if "mount" not in private:
         notes.append("linux.namespaces without mount")
     if "user" in private:
