@@ -93,8 +93,16 @@ class Supervisor:
             on_lines=self._line_sink(service),
             max_bytes=self.options.log_max_bytes,
             backups=self.options.log_backups,
+            on_problem=lambda msg: self._log_problem(service, msg),
         )
         return service
+
+    def _log_problem(self, service: Service, msg: str) -> None:
+        """A log that cannot be written, or was deleted: an event of the service and a daemon warning."""
+        log.warning("%s: %s", service.id, msg, extra={"service": service.id})
+        event = ServiceEvent(service=service.id, state=service.state, msg=msg)
+        service.history.push(event)  # the state does not change: the service runs on
+        self.publish(event)
 
     def _line_sink(self, service: Service):  # type: ignore[no-untyped-def]
         hook = self.pm.hook.extvisor_log_lines
@@ -186,6 +194,7 @@ class Supervisor:
 
     async def launch(self, spec: ServiceSpec) -> ContainerHandle:
         await self._ensure_backend()
+        self.logs[spec.id].ensure_open()  # Talos: "error creating log"
         env_file = self.configs.read_environment_file(spec)
         esc_env, esc_mounts = self.configs.materialize(spec.name)
         oci = build_oci_spec(spec, self.rootfs_of(spec), env_file=env_file, extra_env=esc_env, extra_mounts=esc_mounts,

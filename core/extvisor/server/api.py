@@ -123,7 +123,11 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
     @app.get("/v1/services/{service_id}/logs")
     async def logs(service_id: str, tail: int = -1, follow: bool = False) -> StreamingResponse:
         find(service_id)
-        return StreamingResponse(sup.logs[service_id].read(tail=tail, follow=follow), media_type="text/plain")
+        service_log = sup.logs[service_id]
+        if not follow and not service_log.exists():
+            raise HTTPException(404, f"no log kept for {service_id}: {service_log.path} and its rotated files "
+                                     "do not exist (deleted?); it is recreated at the service's next output")
+        return StreamingResponse(service_log.read(tail=tail, follow=follow), media_type="text/plain")
 
     @app.get("/v1/events")
     async def events(follow: bool = True, tail: int = Query(0, ge=0)) -> StreamingResponse:

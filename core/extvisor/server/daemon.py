@@ -201,7 +201,9 @@ class Daemon:
         if cfg.instance is not None and not INSTANCE_RE.fullmatch(cfg.instance):
             raise DaemonError(f"--instance {cfg.instance!r}: use 1-32 of a-z 0-9 _ . - (starting with a letter or digit)")
         lock = lock_state_dir(cfg.state_dir)
-        from extvisor.server import api  # noqa: F401  (FastAPI's imports take ~0.3 s: not between loading and starting)
+        # FastAPI and uvicorn take ~0.2 s to import: a thread does it while services load and start
+        # (runc runs beside it); _serve waits for it (docs/performance.md).
+        self._api_import = asyncio.get_running_loop().run_in_executor(None, _import_server_stack)
         for p in self.pm.problems:
             log.warning("plugin %s: %s", p.plugin, p.message)
         kinds = self.pm.condition_kinds()
@@ -313,14 +315,15 @@ class Daemon:
         return socks
 
     async def _serve(self, sock: socket.socket, listeners: list[socket.socket] | None = None):  # type: ignore[no-untyped-def]
+        await self._api_import
         import uvicorn
 
         from extvisor.server.api import create_app
 
         def info() -> dict[str, Any]:
-            from importlib.metadata import version
+            from extvisor._version import __version__
 
-            return {"version": version("extvisor"), "backend": self.config.backend,
+            return {"version": __version__, "backend": self.config.backend,
                     "config_dir": str(self.config.config_dir), "log_dir": str(self.config.log_dir)}
 
         assert self.sup is not None
@@ -348,6 +351,12 @@ class Daemon:
             self._tls_tasks = [asyncio.create_task(self._tls_server.serve(sockets=listeners))]
             log.info("API over mutual TLS on %s", ", ".join("%s:%d" % s.getsockname()[:2] for s in listeners))
         return server
+
+
+def _import_server_stack() -> None:
+    import uvicorn  # noqa: F401
+
+    from extvisor.server import api  # noqa: F401
 
 
 async def main_async(config: DaemonConfig) -> int:
