@@ -201,6 +201,9 @@ class Daemon:
         if cfg.instance is not None and not INSTANCE_RE.fullmatch(cfg.instance):
             raise DaemonError(f"--instance {cfg.instance!r}: use 1-32 of a-z 0-9 _ . - (starting with a letter or digit)")
         lock = lock_state_dir(cfg.state_dir)
+        from extvisor.server.notify import Notifier, status_text
+
+        notifier = Notifier.from_env()  # first: no runtime we start may inherit NOTIFY_SOCKET
         # FastAPI and uvicorn take ~0.2 s to import: a thread does it while services load and start
         # (runc runs beside it); _serve waits for it (docs/performance.md).
         self._api_import = asyncio.get_running_loop().run_in_executor(None, _import_server_stack)
@@ -240,6 +243,10 @@ class Daemon:
         sup.start_all()
         server = await self._serve(sock, listeners)
         watcher = asyncio.create_task(configs.watch(self._configs_changed))
+        # systemd Type=notify: READY=1 once the API answers
+        while notifier.enabled and not server.started and not self._server_task.done():
+            await asyncio.sleep(0.01)
+        notifier.start(lambda: status_text(sup.services.values()), sup.changed)
         self.ready.set()
         log.info("daemon ready: backend=%s socket=%s services=%d instance=%s", cfg.backend, cfg.socket,
                  len(sup.services), cfg.instance_name)
@@ -247,6 +254,7 @@ class Daemon:
             await self._stop.wait()
         finally:
             log.info("stopping every service")
+            await notifier.stopping()
             watcher.cancel()
             await sup.shutdown()
             server.should_exit = True
@@ -258,6 +266,7 @@ class Daemon:
             await backend.close()
             sock.close()
             cfg.socket.unlink(missing_ok=True)
+            await notifier.close()
             os.close(lock)
             log.info("daemon stopped")
 
