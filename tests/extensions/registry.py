@@ -25,6 +25,7 @@ TOOLS = {
     "docker-registry": "docker-registry",
     "openssl": "openssl",
     "htpasswd": "apache2-utils",
+    "busybox": "busybox-static",
 }
 
 

@@ -157,3 +157,23 @@ def test_garbage_layer_is_a_clear_error(tmp_path, box):
     path.write_bytes(gz(b"this is not a tar archive at all" * 40))
     with pytest.raises(UnpackError, match="not a valid tar stream"):
         apply_layers([Layer(path, sha(path.read_bytes()), label="layer 1")], root)
+
+
+def test_zstd_and_plain_tar_layers(tmp_path, box):
+    try:
+        import zstandard
+    except ImportError:
+        message = "zstandard missing: pip install 'extvisor[extensions]' (scripts/setup.sh does)"
+        if os.environ.get("EXTVISOR_ALLOW_SKIP") == "1":
+            pytest.skip(message)
+        pytest.fail(message + " (or set EXTVISOR_ALLOW_SKIP=1 to skip)")
+    root, _ = box
+    zst = zstandard.ZstdCompressor().compress(tar_bytes([directory("z"), file("z/a", "zstd")]))
+    plain = tar_bytes([file("z/b", "plain")])
+    layers = []
+    for name, blob, mtype in (("l1", zst, "application/vnd.oci.image.layer.v1.tar+zstd"),
+                              ("l2", plain, "application/vnd.docker.image.rootfs.diff.tar.gzip")):  # fmt: skip
+        (tmp_path / name).write_bytes(blob)
+        layers.append(Layer(tmp_path / name, sha(blob), len(blob), mtype, name))
+    apply_layers(layers, root)
+    assert (root / "z/a").read_text() == "zstd" and (root / "z/b").read_text() == "plain"

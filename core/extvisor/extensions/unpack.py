@@ -97,6 +97,14 @@ def _open_stream(layer: Layer, raw: IO[bytes]) -> IO[bytes]:
     return raw
 
 
+def _zstd_errors() -> tuple[type[Exception], ...]:
+    try:
+        import zstandard
+    except ImportError:
+        return ()
+    return (zstandard.ZstdError,)
+
+
 def split_name(name: str) -> Parts:
     """The components of an entry name; raises for absolute names and ``..``."""
     if name.startswith("/"):
@@ -188,7 +196,7 @@ class _Applier:
                 with tarfile.open(fileobj=stream, mode="r|") as tar:
                     for member in tar:
                         self.entry(layer, tar, member)
-            except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, *_zstd_errors()) as exc:
                 raise UnpackError(f"{layer.label}: not a valid tar stream: {exc}") from None
             finally:
                 if stream is not raw:
