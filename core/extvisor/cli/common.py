@@ -17,6 +17,26 @@ socket_option = click.option(
 output_option = click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
 
 
+def node_options(fn):  # type: ignore[no-untyped-def]
+    """``-n/--nodes``, ``-e/--endpoints``, ``--context``, ``--config``: which daemons (docs/remote.md)."""
+    for option in reversed([
+        click.option("-n", "--nodes", "nodes", multiple=True, metavar="HOST[:PORT][,...]",
+                     help="Nodes to run the command on, all at once [default: the context's]."),
+        click.option("-e", "--endpoints", "endpoints", multiple=True, metavar="HOST[:PORT][,...]",
+                     help="Replace the context's endpoints (the nodes when none are given)."),
+        click.option("--context", "context", default=None, help="Use this context of the client configuration."),
+        click.option("--config", "config_file", default=None, metavar="FILE",
+                     help="Client configuration [env EXTVISOR_CONFIG; default ~/.extvisor/config]."),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def node_error(label: str, message: str) -> None:
+    """One line on stderr naming the node that failed."""
+    click.echo(f"error: {label}: {message}", err=True)
+
+
 def emit(data: Any, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2))

@@ -1,36 +1,85 @@
-"""Client commands in talosctl's shape: services, service ID [action], logs, events."""
+"""Client commands in talosctl's shape: services, service ID [action], logs, events.
+
+Each takes ``-n/--nodes`` (and ``-e``, ``--context``, ``--config``) and then runs on every
+node at once (client.nodes). With several nodes, or any node named, output says which node
+each line is from: a NODE column, a ``node`` key in json/yaml, ``<node>: `` before log lines.
+A node that fails gets one line on stderr and the exit code is 1; the others' output stands.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from typing import Any
 
 import click
 
-from extvisor.cli.common import complete_service_id, emit, output_option, run, socket_option
+from extvisor.cli.common import complete_service_id, emit, node_error, node_options, output_option, run, socket_option
 from extvisor.client.format import go_duration, health_text, table
-from extvisor.client.http import Client
+from extvisor.client.http import ClientError
+from extvisor.client.nodes import Fleet, Outcome, fleet
+
+
+def answers(fl: Fleet, outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes that succeeded; each failure said on stderr. The local socket alone fails as before."""
+    if not fl.remote:
+        if outcomes[0].error is not None:
+            raise ClientError(outcomes[0].error)
+        return outcomes
+    for o in outcomes:
+        if o.error is not None:
+            node_error(o.target.label, o.error)
+    return [o for o in outcomes if o.error is None]
+
+
+def finish(outcomes: list[Outcome]) -> None:
+    if any(o.error is not None for o in outcomes):
+        sys.exit(1)
+
+
+def with_node(label: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {"node": label, **item}
+
 
 @click.command()
 @socket_option
+@node_options
 @output_option
-def services(socket_path: str | None, output: str) -> None:
-    """List services: SERVICE STATE HEALTH LAST CHANGE LAST EVENT."""
+def services(socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None,
+             config_file: str | None, output: str) -> None:  # fmt: skip
+    """List services: [NODE] SERVICE STATE HEALTH LAST CHANGE LAST EVENT."""
 
     def go() -> None:
-        items = Client(socket_path).services()
+        fl = fleet(socket_path, config_file, context, nodes, endpoints)
+        outcomes = fl.each(lambda c: c.services())
+        ok = answers(fl, outcomes)
+        rows_of = [(o.target.label, s) for o in ok for s in o.value]
         if output != "table":
-            return emit(items, output)
-        rows = [["SERVICE", "STATE", "HEALTH", "LAST CHANGE", "LAST EVENT"]]
+            emit([with_node(label, s) for label, s in rows_of] if fl.remote else ok[0].value, output)
+            return finish(outcomes)
+        header = ["SERVICE", "STATE", "HEALTH", "LAST CHANGE", "LAST EVENT"]
+        rows = [["NODE", *header] if fl.remote else header]
         now = time.time()
-        for s in items:
+        for label, s in rows_of:
             last = s["events"][-1] if s["events"] else None
             change = f"{go_duration(now - last['ts'])} ago" if last else " ago"
-            rows.append([s["id"], s["state"], health_text(s), change, last["msg"] if last else "<none>"])
-        click.echo(table(rows))
+            row = [s["id"], s["state"], health_text(s), change, last["msg"] if last else "<none>"]
+            rows.append([label, *row] if fl.remote else row)
+        if len(rows) > 1 or not fl.remote:
+            click.echo(table(rows))
+        finish(outcomes)
 
     run(go)
+
+
+def _service_rows(s: dict[str, Any], now: float) -> list[list[str]]:
+    rows = [["ID", s["id"]], ["STATE", s["state"]], ["HEALTH", health_text(s)]]
+    if s.get("health", {}).get("last_message"):
+        rows.append(["LAST HEALTH MESSAGE", s["health"]["last_message"]])
+    for i, e in enumerate(reversed(s["events"])):
+        rows.append(["EVENTS" if i == 0 else "", f"[{e['state']}]: {e['msg']} ({go_duration(now - e['ts'])} ago)"])
+    return rows
 
 
 @click.command()
@@ -38,27 +87,37 @@ def services(socket_path: str | None, output: str) -> None:
 @click.argument("action", required=False, default="status",
                 type=click.Choice(["status", "start", "stop", "restart"]))  # fmt: skip
 @socket_option
+@node_options
 @output_option
-def service(service_id: str, action: str, socket_path: str | None, output: str) -> None:
+def service(service_id: str, action: str, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
+            context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
     """Show one service with its events (newest first), or start, stop or restart it."""
 
     def go() -> None:
-        client = Client(socket_path)
+        fl = fleet(socket_path, config_file, context, nodes, endpoints)
         if action != "status":
-            result = client.action(service_id, action)
+            outcomes = fl.each(lambda c: c.action(service_id, action))
+            ok = answers(fl, outcomes)
             if output != "table":
-                return emit(result, output)
-            return click.echo(table([["SERVICE", "RESPONSE"], [service_id, result["message"]]]))
-        s = client.service(service_id)
+                emit([with_node(o.target.label, o.value) for o in ok] if fl.remote else ok[0].value, output)
+            elif fl.remote:
+                if ok:
+                    click.echo(table([["NODE", "RESPONSE"], *[[o.target.label, o.value["message"]] for o in ok]]))
+            else:
+                click.echo(table([["SERVICE", "RESPONSE"], [service_id, ok[0].value["message"]]]))
+            return finish(outcomes)
+        outcomes = fl.each(lambda c: c.service(service_id))
+        ok = answers(fl, outcomes)
         if output != "table":
-            return emit(s, output)
+            emit([with_node(o.target.label, o.value) for o in ok] if fl.remote else ok[0].value, output)
+            return finish(outcomes)
         now = time.time()
-        rows = [["ID", s["id"]], ["STATE", s["state"]], ["HEALTH", health_text(s)]]
-        if s.get("health", {}).get("last_message"):
-            rows.append(["LAST HEALTH MESSAGE", s["health"]["last_message"]])
-        for i, e in enumerate(reversed(s["events"])):
-            rows.append(["EVENTS" if i == 0 else "", f"[{e['state']}]: {e['msg']} ({go_duration(now - e['ts'])} ago)"])
-        click.echo(table(rows))
+        rows: list[list[str]] = []
+        for o in ok:
+            rows += ([["NODE", o.target.label]] if fl.remote else []) + _service_rows(o.value, now)
+        if rows:
+            click.echo(table(rows))
+        finish(outcomes)
 
     run(go)
 
@@ -68,35 +127,84 @@ def service(service_id: str, action: str, socket_path: str | None, output: str) 
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("--tail", type=int, default=-1, show_default=True, help="Lines from the end (-1: all kept).")
 @socket_option
-def logs(service_id: str, follow: bool, tail: int, socket_path: str | None) -> None:
-    """Print a service's log (its stdout and stderr)."""
+@node_options
+def logs(service_id: str, follow: bool, tail: int, socket_path: str | None, nodes: tuple[str, ...],
+         endpoints: tuple[str, ...], context: str | None, config_file: str | None) -> None:  # fmt: skip
+    """Print a service's log (its stdout and stderr); from several nodes, each line as `<node>: line`."""
+    failed: list[str] = []
 
     def go() -> None:
+        fl = fleet(socket_path, config_file, context, nodes, endpoints)
         out = sys.stdout.buffer
-        for chunk in Client(socket_path).logs(service_id, tail=tail, follow=follow):
-            out.write(chunk)
+        if not fl.remote:
+            for chunk in fl.targets[0].client.logs(service_id, tail=tail, follow=follow):
+                out.write(chunk)
+                out.flush()
+            return
+
+        def lines(client):  # type: ignore[no-untyped-def]
+            buf = b""
+            for chunk in client.logs(service_id, tail=tail, follow=follow):
+                *complete, buf = (buf + chunk).split(b"\n")
+                yield from complete
+            if buf:
+                yield buf
+
+        def emit_line(t, line: bytes) -> None:  # type: ignore[no-untyped-def]
+            out.write(t.label.encode() + b": " + line + b"\n")
             out.flush()
 
-    run(go)
+        def error(t, message: str) -> None:  # type: ignore[no-untyped-def]
+            failed.append(t.label)
+            node_error(t.label, message)
+
+        fl.stream(lines, emit_line, error)
+
+    try:
+        run(go)
+    finally:
+        if failed:
+            sys.exit(1)
 
 
 @click.command()
 @click.option("-f", "--follow/--no-follow", default=True, help="Keep printing new events.")
 @click.option("--tail", type=int, default=0, help="Replay this many past events first.")
 @socket_option
+@node_options
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-def events(follow: bool, tail: int, socket_path: str | None, output: str) -> None:
-    """Print every service's state changes as they happen."""
+def events(follow: bool, tail: int, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
+           context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
+    """Print every service's state changes as they happen (from several nodes: `<node>: ` first)."""
+    failed: list[str] = []
 
     def go() -> None:
-        for e in Client(socket_path).events(follow=follow, tail=tail):
+        fl = fleet(socket_path, config_file, context, nodes, endpoints)
+
+        def show(t, e: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
             if output == "json":
-                click.echo(json.dumps(e))
+                click.echo(json.dumps(with_node(t.label, e) if fl.remote else e))
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
-                click.echo(f"{stamp} {e['service']} [{e['state']}]: {e['msg']}")
+                prefix = f"{t.label}: " if fl.remote else ""
+                click.echo(f"{prefix}{stamp} {e['service']} [{e['state']}]: {e['msg']}")
 
-    run(go)
+        if not fl.remote:
+            for e in fl.targets[0].client.events(follow=follow, tail=tail):
+                show(fl.targets[0], e)
+            return
+
+        def error(t, message: str) -> None:  # type: ignore[no-untyped-def]
+            failed.append(t.label)
+            node_error(t.label, message)
+
+        fl.stream(lambda c: c.events(follow=follow, tail=tail), show, error)
+
+    try:
+        run(go)
+    finally:
+        if failed:
+            sys.exit(1)
 
 
 __all__ = ["services", "service", "logs", "events"]

@@ -36,6 +36,10 @@ class Client:
     def _unreachable(self, exc: BaseException) -> ClientError:
         if self.address.unix is not None:
             return ClientError(f"cannot reach the extvisor daemon at {self.socket} ({exc}); is `extvisor daemon` running?")
+        if self.address.ssl is not None:
+            from extvisor.remote.failures import describe  # refused certificates, names, TLS versions
+
+            return ClientError(describe(exc))
         return ClientError(f"cannot reach the extvisor daemon at {self.socket}: {exc}")
 
     def _open(self, method: str, path: str, params: dict[str, Any] | None, body: Any, timeout: float | None,

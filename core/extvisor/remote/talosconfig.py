@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 CONFIG_ENV = "EXTVISOR_CONFIG"
 
@@ -129,6 +126,8 @@ class Config:
             return cls(path=path)
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        import yaml  # only once there is a file: `extvisor services` on the local socket never needs it
+
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -150,6 +149,10 @@ class Config:
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write atomically, mode 0600, creating the directory (0700) when missing."""
+        import tempfile
+
+        import yaml
+
         target = Path(path or self.path or default_path())
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # created 0600
