@@ -31,7 +31,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
     known = {
         "config_dir", "rootfs_dir", "state_dir", "log_dir", "socket", "service_config_dir", "backend",
         "host_service", "strict", "log_format", "restart_delay", "restart_max_delay", "stop_timeout",
-        "log_max_bytes", "log_backups", "assume_time_synced", "instance",
+        "log_max_bytes", "log_backups", "assume_time_synced", "instance", "shutdown_timeout",
     }  # fmt: skip
     listen, tls = list(kw.pop("listen") or ()), {k: kw.pop(k) for k in ("tls_cert", "tls_key", "client_ca")}
     if listen and not all(tls.values()):
@@ -59,6 +59,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
             "restart_delay": kw["restart_delay"],
             "restart_max_delay": kw["restart_max_delay"],
             "stop_timeout": kw["stop_timeout"],
+            "shutdown_timeout": kw["shutdown_timeout"],
             "log_max_bytes": kw["log_max_bytes"],
             "log_backups": kw["log_backups"],
             "condition_options": {"assume_time_synced": kw["assume_time_synced"]},
@@ -118,6 +119,8 @@ def _build() -> click.Command:
                      help="Longest restart delay; a run this long resets the delay."),
         click.Option(["--stop-timeout"], type=float, default=10.0, show_default=True,
                      help="Grace period between SIGTERM and SIGKILL, seconds."),
+        click.Option(["--shutdown-timeout"], type=float, default=90.0, show_default=True,
+                     help="Longest the daemon's shutdown may take, seconds; then it exits and names what is left."),
         click.Option(["--log-max-bytes"], type=int, default=10 * 1024 * 1024, show_default=True,
                      help="Rotate a service's log file at this size."),
         click.Option(["--log-backups"], type=int, default=3, show_default=True, help="Rotated log files kept."),

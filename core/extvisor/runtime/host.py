@@ -30,6 +30,8 @@ class Options:
     restart_delay: float = 5.0
     restart_max_delay: float = 60.0
     stop_timeout: float = 10.0
+    kill_timeout: float = 5.0  #: after SIGKILL (then after the backend's own kill) before giving up
+    shutdown_timeout: float = 90.0  #: the daemon's whole shutdown
     backend_retry: float = 2.0
     recheck: float = 1.0  #: how often a waiting description is re-read (Talos: 1 s)
     log_max_bytes: int = DEFAULT_MAX_BYTES

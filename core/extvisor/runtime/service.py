@@ -204,24 +204,40 @@ class Service:
             self.push(State.Running, f"{self.sup.backend_name} cannot express: {', '.join(notes)}")
         waiter = asyncio.ensure_future(container.wait())
         stop = asyncio.ensure_future(self._stop.wait())
+        trouble = ""
         try:
             await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
             stopped = not waiter.done()
             if stopped:
-                await self._terminate(container, waiter)
+                trouble = await self._terminate(container, waiter)
+                if not waiter.done():
+                    waiter.cancel()
+                    raise _Failed(f"Failed to stop: {trouble}; its processes did not exit")
             status = await waiter
         finally:
             stop.cancel()
             self._container = None
             self.pid = None
-            try:
-                await container.delete()
-            except Exception as exc:
-                log.warning("%s: removing the container failed: %s", self.id, exc)
+            await self._delete(container)
         self.sup.pm.hook.extvisor_container_exited(service_id=self.id, status=status, stopped=stopped)
         if stopped:
+            if trouble:  # stopped, but not by the runtime: say so rather than "finished successfully"
+                raise _Failed(f"Failed to stop through {self.sup.backend_name}: {trouble}; "
+                              "its processes were killed directly")
             raise _Stop()
         return status, None
+
+    async def _delete(self, container: ContainerHandle) -> None:
+        """Remove the container, within a deadline: a runtime that hangs must not hold the service."""
+        deleting = asyncio.ensure_future(container.delete())
+        try:
+            await asyncio.wait_for(asyncio.shield(deleting), self.sup.options.kill_timeout * 2)
+        except TimeoutError:
+            log.warning("%s: removing the container takes over %gs; going on (it finishes in the background)",
+                        self.id, self.sup.options.kill_timeout * 2)
+            deleting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        except Exception as exc:
+            log.warning("%s: removing the container failed: %s", self.id, exc)
 
     async def _launch(self) -> ContainerHandle:
         """Launch, waiting while the backend is unreachable (containerd down, podman not started)."""
@@ -232,24 +248,52 @@ class Service:
                 self.push(State.Waiting, f"Waiting for {self.sup.backend_name}: {exc}")
                 await self._stoppable(asyncio.ensure_future(asyncio.sleep(self.sup.options.backend_retry)))
 
-    async def _terminate(self, container: ContainerHandle, waiter: asyncio.Future) -> None:
+    async def _terminate(self, container: ContainerHandle, waiter: asyncio.Future) -> str:
+        """SIGTERM, SIGKILL after the grace period, then the backend's own kill; '' if the runtime did it.
+
+        Each step has a deadline, so a runtime that fails or hangs cannot hold a stop (or
+        the daemon's shutdown) for ever.
+        """
+        opts = self.sup.options
         signum = self.sup.pm.hook.extvisor_stop_signal(service_id=self.id, spec=self.spec) or signal.SIGTERM
         name = signal.Signals(signum).name
         who = f"task {self.id} (PID {container.pid}, container {self.id})"
         self.push(State.Stopping, f"Sending {name} to {who}")
-        await _quietly(container.signal(signum))
-        done, _ = await asyncio.wait({waiter}, timeout=self.sup.options.stop_timeout)
-        if not done:
-            self.push(State.Stopping, f"Sending SIGKILL to {who}")
-            await _quietly(container.signal(signal.SIGKILL))
+        began = time.monotonic()
+        trouble = await _signal(container, signum, opts.stop_timeout)
+        done, _ = await asyncio.wait({waiter}, timeout=max(0.0, opts.stop_timeout - (time.monotonic() - began)))
+        if done:
+            return ""
+        self.push(State.Stopping, f"Sending SIGKILL to {who}")
+        trouble = await _signal(container, signal.SIGKILL, opts.kill_timeout) or trouble
+        done, _ = await asyncio.wait({waiter}, timeout=opts.kill_timeout)
+        if done:
+            return ""
+        trouble = trouble or f"{container.id} still runs {opts.kill_timeout:g}s after SIGKILL"
+        kill = getattr(container, "kill_hard", None)  # the backend holds the process: no runtime needed
+        if kill is None:
+            return trouble
+        self.push(State.Stopping, f"{self.sup.backend_name} did not stop {who} ({trouble}); killing it directly")
+        try:
+            kill()
+        except Exception as exc:
+            log.warning("%s: killing directly failed: %s", self.id, exc)
+            return f"{trouble}; killing directly failed: {exc}"
+        await asyncio.wait({waiter}, timeout=opts.kill_timeout)
+        return trouble
 
 
 class _Failed(Exception):
     pass
 
 
-async def _quietly(aw) -> None:  # type: ignore[no-untyped-def]
+async def _signal(container: ContainerHandle, signum: int, timeout: float) -> str:
+    """Send *signum* through the runtime; what went wrong, or ''."""
     try:
-        await aw
-    except BackendError as exc:
+        await asyncio.wait_for(container.signal(signum), timeout)
+    except TimeoutError:
+        return f"the runtime did not answer a {signal.Signals(signum).name} in {timeout:g}s"
+    except Exception as exc:
         log.debug("signal failed: %s", exc)
+        return f"{signal.Signals(signum).name} failed: {exc}"
+    return ""

@@ -256,7 +256,7 @@ class Daemon:
             log.info("stopping every service")
             await notifier.stopping()
             watcher.cancel()
-            await sup.shutdown()
+            await self._shutdown_within(sup)
             server.should_exit = True
             if self._tls_server is not None:
                 self._tls_server.should_exit = True
@@ -269,6 +269,16 @@ class Daemon:
             await notifier.close()
             os.close(lock)
             log.info("daemon stopped")
+
+    @staticmethod
+    async def _shutdown_within(sup: Supervisor) -> None:
+        """Stop every service, but not for longer than --shutdown-timeout: then name what is left."""
+        limit = sup.options.shutdown_timeout
+        try:
+            await asyncio.wait_for(sup.shutdown(), limit)
+        except TimeoutError:
+            left = sorted(s.id for s in sup.services.values() if s.running)
+            log.error("shutdown: %s still stopping after %gs; exiting without them", ", ".join(left) or "nothing", limit)
 
     @staticmethod
     def _warn_undeclared(sup: Supervisor) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
 from extvisor.oci import fit_to_host
+from extvisor.oci.procs import watch_kill
 
 from . import client as c
 from .fifo import FifoReader, remove_fifo
@@ -186,6 +187,7 @@ class ContainerdHandle:
         self.pid = pid
         self.fifo = fifo
         self.deleted = False
+        self._forced: ExitStatus | None = None  # set when kill_hard() saw the init die
         # Waiting starts now, so an exit is never missed whoever calls wait() when.
         self._exit: asyncio.Future[ExitStatus] = asyncio.ensure_future(self._wait_exit())
 
@@ -206,6 +208,8 @@ class ContainerdHandle:
         except asyncio.CancelledError:
             if not self._exit.cancelled():
                 raise  # our caller was cancelled
+            if self._forced is not None:
+                return self._forced
             raise BackendError(f"{self.id}: deleted before its exit status was known") from None
         if not await self.fifo.drained(DRAIN_TIMEOUT):
             log.warning("%s: output still open %.0fs after the exit; closing it", self.id, DRAIN_TIMEOUT)
@@ -217,13 +221,26 @@ class ContainerdHandle:
         except c.grpc.aio.AioRpcError as exc:
             raise BackendError(c.describe(exc, f"{self.id}: signal {signum}")) from None
 
+    def kill_hard(self) -> None:
+        """SIGKILL the task's init ourselves (containerd not answering); its exit is seen by pidfd."""
+        if self._exit.done():
+            return
+
+        def gone() -> None:
+            if self._forced is None:
+                self._forced = ExitStatus(signal=signal.SIGKILL)
+                self._exit.cancel()
+
+        watch_kill(self.pid, gone)
+
     async def delete(self) -> None:
         if self.deleted:
             return
         await remove(self.client, self.id, fifo=None)
         # remove() saw the task end, so our own Wait returns at once (status or NOT_FOUND).
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._exit), DRAIN_TIMEOUT)
+        if not self._exit.done():  # (cancelled by kill_hard(): nothing to wait for)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._exit), DRAIN_TIMEOUT)
         exited = self._exit.done()
         if not exited:
             self._exit.cancel()

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
 from extvisor.oci import fit_to_host
+from extvisor.oci.procs import watch_kill
 
 from .stream import LogPump
 from .translate import LABEL, OWNER_LABEL, PODMAN_LITTER, parse_ulimits, translate
@@ -114,6 +115,17 @@ class PodmanContainer:
             if self._exit.done() or _not_found(exc) or "not running" in _message(exc):
                 return
             raise BackendError(f"podman could not signal {self.id}: {_message(exc)}") from exc
+
+    def kill_hard(self) -> None:
+        """SIGKILL the container's init ourselves (podman not answering); its exit is seen by pidfd."""
+        if self._exit.done() or not self._backend.local or not self.pid:
+            return
+
+        def gone() -> None:
+            if not self._exit.done():
+                self._exit.set_result(ExitStatus(signal=_signal.SIGKILL))
+
+        watch_kill(self.pid, gone)
 
     async def delete(self) -> None:
         if self._deleted:

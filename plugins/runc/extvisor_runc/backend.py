@@ -134,6 +134,10 @@ class RuncBackend:
             proc.kill()
             await proc.wait()
             raise BackendError(f"runc {' '.join(args)}: no answer in {timeout:.0f}s") from None
+        except asyncio.CancelledError:  # the caller's deadline: leave no hung runc behind
+            if proc.returncode is None:
+                proc.kill()
+            raise
         if proc.returncode != 0:
             lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
             raise BackendError(lines[-1] if lines else f"runc {args[0]} failed with exit status {proc.returncode}")
@@ -172,6 +176,12 @@ class RuncBackend:
 
     async def launch(self, request: LaunchRequest) -> RuncContainer:
         cid = request.service_id
+        if (self.root / cid).exists():  # a run whose delete failed (runc broken then): remove it now
+            try:
+                await self.runc("delete", "--force", cid)
+            except BackendError as exc:
+                if "does not exist" not in str(exc):
+                    raise BackendError(f"container {cid} of an earlier run cannot be removed: {exc}") from None
         if (self.root / cid).exists():  # runc's state dir: never touch a live container's bundle
             raise BackendError(f"container {cid} already exists: delete the previous run first")
         bundle = Path(request.state_dir) / "bundle"
@@ -361,6 +371,14 @@ class RuncContainer:
             if "not running" in text or "does not exist" in text or self._exit.done():
                 return
             raise
+
+    def kill_hard(self) -> None:
+        """SIGKILL the init through our pidfd: its PID namespace ends with it. No runc needed."""
+        if self._pidfd >= 0 and not self._exit.done():
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     async def delete(self) -> None:
         if self._deleting is None:
