@@ -24,3 +24,13 @@ def extvisor_register_backends():  # type: ignore[no-untyped-def]
             BackendOption("podman-ulimits", "ulimits as name=soft:hard,...", DEFAULT_ULIMITS),
         ),
     )
+
+
+@hookimpl
+def extvisor_container_stats(service_id: str, container: object):  # type: ignore[no-untyped-def]
+    """podman's own figures (its stats call) for our containers; None for anyone else's."""
+    if not isinstance(container, PodmanContainer):
+        return None
+    from .stats import container_stats
+
+    return container_stats(container.container, container.pid)

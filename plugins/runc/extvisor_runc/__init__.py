@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from extvisor import BackendOption, BackendType, hookimpl
 
-from .backend import RuncBackend
+from .backend import RuncBackend, RuncContainer
 
 __all__ = ["RuncBackend"]
 
@@ -17,3 +17,13 @@ def extvisor_register_backends():
         description="runc create/start per service; exit status as child subreaper; no daemon",
         options=(BackendOption("runc-binary", "path of the runc binary", "runc"),),
     )
+
+
+@hookimpl
+def extvisor_container_stats(service_id, container):  # type: ignore[no-untyped-def]
+    """runc has no stats daemon: read the cgroup the spec named (``linux.cgroupsPath``)."""
+    if not isinstance(container, RuncContainer):
+        return None
+    from extvisor.oci.cgroups import read_stats
+
+    return read_stats(pid=container.pid, cgroups_path=container._cgroups_path)
