@@ -57,3 +57,12 @@ def kinds():
 @pytest.fixture(scope="session")
 def talos():
     return default_talos()
+
+
+@pytest.fixture
+def busybox():
+    """busybox-static, for images whose services really run (and runc for the daemon tests)."""
+    require_tools("runc", "busybox")
+    from extensions.images import busybox_path
+
+    return busybox_path()

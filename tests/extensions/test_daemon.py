@@ -12,7 +12,6 @@ import time
 import pytest
 from daemon_process import DaemonProcess
 from extensions.images import Image, extension_entries, file
-from extensions.registry import require_tools
 
 from extvisor.testing import make_busybox_rootfs
 
@@ -36,14 +35,6 @@ def nfs(version: str, busybox) -> Image:
     services = {n: NFS_SERVICE.format(name=n, version=version) for n in ("rpcbind", "rpc-statd")}
     files = {"rootfs/usr/local/sbin/mount.nfs": f"mount.nfs from the image {version}".encode()}
     return Image([extension_entries("nfs-utils", services, files, version=version, busybox=busybox)])
-
-
-@pytest.fixture
-def busybox():
-    require_tools("runc", "busybox")
-    from extensions.images import busybox_path
-
-    return busybox_path()
 
 
 @pytest.fixture
