@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extvisor.extensions import FetchOptions, Progress, host_arch, parse_ref
+from extvisor.extensions import FetchOptions, Problem, Progress, RefError, host_arch, parse_ref
 from extvisor.extensions.manifest import TALOS_VERSION, talos_version
 from extvisor.extensions.store import Installed, InstallError, Store
 from extvisor.records import ConditionKind
@@ -96,8 +96,12 @@ class Extensions:
             log.warning("removed what an interrupted install or removal left: %s", ", ".join(removed))
         for ref in self.settings.install:
             taken = {s.spec.name: s.source for s in sup.services.values()}
-            record, _ = await asyncio.to_thread(self.store.install, parse_ref(ref).absolute(os.getcwd()), self.options,
-                                                self.talos, self.kinds, self.strict, taken, _log_progress)  # fmt: skip
+            try:
+                parsed = parse_ref(ref).absolute(os.getcwd())
+            except RefError as exc:
+                raise InstallError(ref, [Problem("", "error", str(exc))]) from None
+            record, _ = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
+                                                self.strict, taken, _log_progress)  # fmt: skip
             for warning in record.warnings:
                 log.warning("%s: %s", record.name, warning)
             await asyncio.to_thread(self.store.collect)
