@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from extvisor.dashboard.feed import ApiError, Feed, Unreachable
 from extvisor.dashboard.model import Model
+from extvisor.dashboard.monitor import HostLine, MonitorScreen
 from extvisor.dashboard.widgets import Banner, ConfirmStop, EventsPane, HeaderBar, LogPane, ServiceTable
 
 LOG_TAIL = 500  # lines of history shown when a service is selected
@@ -60,6 +61,8 @@ class DashboardApp(App[None]):
         Binding("slash", "filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("w", "wrap", "Wrap logs"),
+        Binding("f1", "summary", "Summary"),
+        Binding("f2", "monitor", "Monitor"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -91,6 +94,7 @@ class DashboardApp(App[None]):
         self.events_pane = EventsPane(id="events")
         self.log_pane = LogPane(max_lines=self.log_max_lines, id="log")
         yield self.header
+        yield HostLine(id="host")
         yield self.banner
         yield self.filter_box
         yield self.table
@@ -337,6 +341,16 @@ class DashboardApp(App[None]):
         self.needle = needle
         self.table.rebuild(self.model.services.values(), needle, time.time())
         self.selection_changed()
+
+    def action_summary(self) -> None:
+        """F1: the services table (Talos's Summary screen)."""
+        if isinstance(self.screen, MonitorScreen):
+            self.pop_screen()
+
+    def action_monitor(self) -> None:
+        """F2: CPU and memory over time per service, and the selected one's processes."""
+        if not isinstance(self.screen, MonitorScreen):
+            self.push_screen(MonitorScreen())
 
     def action_wrap(self) -> None:
         pane = self.log_pane
