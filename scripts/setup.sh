@@ -9,7 +9,7 @@ extras="all"
 [ "${1:-}" = "--dev" ] && extras="all,dev"
 
 export DEBIAN_FRONTEND=noninteractive
-pkgs="runc containerd podman busybox-static iproute2 ca-certificates curl python3 python3-venv python3-pip tmux skopeo umoci docker-registry apache2-utils openssl"
+pkgs="runc containerd podman busybox-static iproute2 ca-certificates curl python3 python3-venv python3-pip tmux uidmap skopeo umoci docker-registry apache2-utils openssl"
 missing=""
 for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -40,12 +40,12 @@ def service_yaml(name: str, greeting: str) -> str:
 class DevProcess:
     """``python -m extvisor dev DIR`` with its output collected line by line."""
 
-    def __init__(self, project: Path, *args: str):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, project: Path, *args: str, python: str = sys.executable, **popen: Any):
+        env = {**popen.pop("env", os.environ), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "extvisor", "dev", str(project), *args],
+            [python, "-m", "extvisor", "dev", str(project), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=project.parent, text=True,
+            cwd=project.parent, text=True, **popen,
         )  # fmt: skip
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

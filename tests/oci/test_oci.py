@@ -280,3 +280,25 @@ def test_create_missing_sources(tmp_path: Path) -> None:
     assert src.is_dir() and (src.stat().st_mode & 0o777) == 0o700
     assert (existing.stat().st_mode & 0o777) == 0o755
     assert not Path("proc").exists()
+
+
+def test_fit_to_rootless_binds_the_hosts_sysfs_and_mqueue(tmp_path) -> None:
+    from extvisor.oci import fit_to_rootless
+
+    spec = oci()
+    notes = fit_to_rootless(spec, mqueue=str(tmp_path / "none"))
+    by_dest = {m["destination"]: m for m in spec["mounts"]}
+    assert by_dest["/sys"] == {"destination": "/sys", "type": "bind", "source": "/sys",
+                               "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}  # fmt: skip
+    assert "/sys/fs/cgroup" not in by_dest  # comes with the recursive bind
+    assert by_dest["/dev/mqueue"]["type"] == "tmpfs"  # the host has none
+    assert any("the host has no" in n for n in notes)
+    (tmp_path / "mq").mkdir()
+    spec = oci()
+    fit_to_rootless(spec, mqueue=str(tmp_path / "mq"))
+    assert {m["destination"]: m for m in spec["mounts"]}["/dev/mqueue"]["source"] == str(tmp_path / "mq")
+    # A private network namespace can have a sysfs of its own: left alone.
+    spec = oci()
+    spec["linux"]["namespaces"].append({"type": "network"})
+    fit_to_rootless(spec)
+    assert {m["destination"]: m for m in spec["mounts"]}["/sys"]["type"] == "sysfs"

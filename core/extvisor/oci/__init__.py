@@ -4,7 +4,8 @@ Talos starts from containerd's default Linux spec and applies the extension's op
 (internal/app/machined/pkg/system/services/extension.go); so does this module, ending
 with containerd's default seccomp profile for the service's capabilities (``seccomp.py``).
 
-Plugin-facing: backends call :func:`fit_to_host`; the contract suite builds specs here.
+Plugin-facing: backends call :func:`fit_to_host` (and :func:`fit_to_rootless` without root);
+the contract suite builds specs here.
 May import: ``extvisor.spec`` only.
 """
 
@@ -105,6 +106,40 @@ def fit_to_host(oci: dict[str, Any]) -> list[str]:
         if wanted < own:
             process["oomScoreAdj"] = own
             notes.append(f"oomScoreAdj {wanted} needs CAP_SYS_RESOURCE; using {own}")
+    return notes
+
+
+def fit_to_rootless(oci: dict[str, Any], mqueue: str = "/dev/mqueue") -> list[str]:
+    """Change *oci* in place for a runtime without root (rootless podman); say what changed.
+
+    A user namespace may not mount a new sysfs for a network namespace it shares with the
+    host, nor a new mqueue for a shared IPC namespace ("operation not permitted"). The
+    host's are bound instead, as podman does for ``--network host``: the same objects the
+    new mounts would show. ``/sys/fs/cgroup`` comes with the recursive bind of ``/sys``.
+    Where the host has no *mqueue* directory, the container gets an empty tmpfs there
+    (POSIX queues work through mq_open(3) all the same; only their listing is missing).
+    """
+    notes: list[str] = []
+    private = {n.get("type") for n in (oci.get("linux") or {}).get("namespaces", [])}
+    mounts = oci.get("mounts") or []
+    out = []
+    for m in mounts:
+        dest, kind = m.get("destination"), m.get("type")
+        flags = [o for o in m.get("options") or [] if o in ("nosuid", "noexec", "nodev", "ro")]
+        if dest == "/sys" and kind == "sysfs" and "network" not in private:
+            m = {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", *flags]}
+            notes.append("/sys: the host's, bound (a new sysfs needs root)")
+        elif dest == "/sys/fs/cgroup" and kind == "cgroup" and "network" not in private:
+            continue  # part of the bound /sys
+        elif dest == "/dev/mqueue" and kind == "mqueue" and "ipc" not in private:
+            if os.path.isdir(mqueue):
+                m = {"destination": dest, "type": "bind", "source": mqueue, "options": ["rbind", *flags]}
+                notes.append("/dev/mqueue: the host's, bound (a new mqueue needs root)")
+            else:
+                m = {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": [*flags, "mode=1777"]}
+                notes.append(f"/dev/mqueue: the host has no {mqueue}; an empty tmpfs")
+        out.append(m)
+    oci["mounts"] = out
     return notes
 
 

@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import os
+import pwd
+import shutil
 import signal as _signal
 import socket
 import threading
@@ -19,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
-from extvisor.oci import fit_to_host
+from extvisor.oci import fit_to_host, fit_to_rootless
 from extvisor.oci.procs import watch_kill
 
 from .stream import LogPump
@@ -44,6 +46,28 @@ def socket_path(url: str) -> str | None:
     if parsed.scheme in ("unix", "http+unix"):
         return parsed.path or parsed.netloc
     return None
+
+
+def start_hint(url: str) -> str:
+    """How to get a podman service at *url*, or what is missing for rootless podman."""
+    if shutil.which("podman") is None:
+        return "podman is not installed: apt-get install podman uidmap slirp4netns fuse-overlayfs"
+    if os.geteuid() == 0:
+        return f"start it with `podman system service --time=0 {url}`"
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    missing = [t for t in ("newuidmap", "newgidmap") if shutil.which(t) is None]
+    if missing:
+        return f"rootless podman needs {' and '.join(missing)}: apt-get install uidmap"
+    for table in ("/etc/subuid", "/etc/subgid"):
+        try:
+            lines = Path(table).read_text().splitlines()
+        except OSError:
+            lines = []
+        if not any(line.split(":")[0] in (user, str(os.geteuid())) for line in lines):
+            flag = "--add-subuids" if table.endswith("uid") else "--add-subgids"
+            return f"rootless podman needs a range for {user} in {table}: sudo usermod {flag} 100000-165535 {user}"
+    return (f"start it as yourself: `systemctl --user start podman.socket`, or "
+            f"`podman system service --time=0 {url} &`")
 
 
 def _message(exc: BaseException) -> str:
@@ -190,6 +214,7 @@ class PodmanBackend:
         self.sock = socket_path(self.url)
         self.local = self.sock is not None
         self.client: Any = None
+        self.rootless = False  #: podman runs without root (read from its info at open)
         self._noted: dict[str, tuple[str, ...]] = {}
         # Several daemons (a node's, a dev mode's) may share one podman: each removes only its own.
         self.owner = str(config.state_dir)
@@ -199,10 +224,7 @@ class PodmanBackend:
         import podman
 
         if self.sock is not None and not os.path.exists(self.sock):
-            raise BackendUnavailable(
-                f"podman is not reachable: no socket at {self.sock} "
-                f"(start it with `podman system service --time=0 {self.url}`)"
-            )
+            raise BackendUnavailable(f"podman is not reachable: no socket at {self.sock} ({start_hint(self.url)})")
         client = podman.PodmanClient(base_url=self.url, max_pool_size=64)
         try:
             ok = await asyncio.to_thread(client.ping)
@@ -212,6 +234,12 @@ class PodmanBackend:
         if not ok:
             client.close()
             raise BackendUnavailable(f"podman at {self.url} did not answer its ping")
+        try:
+            info = await asyncio.to_thread(client.info)
+            self.rootless = bool(info.get("host", {}).get("security", {}).get("rootless"))
+        except Exception as exc:
+            client.close()
+            raise BackendUnavailable(f"podman at {self.url} did not say what it is: {_message(exc)}") from exc
         self.client = client
 
     async def close(self) -> None:
@@ -257,7 +285,7 @@ class PodmanBackend:
         oci = request.oci
         if self.local:  # podman runs on this host: what this host cannot do, it cannot either
             oci = json.loads(json.dumps(oci))
-            for note in fit_to_host(oci):
+            for note in fit_to_host(oci) + (fit_to_rootless(oci) if self.rootless else []):
                 log.info("%s: %s", request.service_id, note)
         seccomp = ""
         if self.local and (oci.get("linux") or {}).get("seccomp"):
