@@ -6,6 +6,11 @@ come: one row changes per event, and that one service is re-read (coalesced, at 
 few times a second) for what events do not carry (restarts, pid, start time). A second
 worker follows the selected service's log. Nothing polls; a 1 s timer only re-renders
 durations. Losing the daemon shows a banner and reconnects with backoff.
+
+Several nodes (``-n a,b,c``): each node has its own view (feed, model, connection) and
+its own event stream, all running at once, so switching with h/l or the arrows shows a
+node's current state at once, and a node that is down keeps retrying while the others
+work. The table, events and log show the selected node; the header names it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ ACTING = {"stop": "stopping", "restart": "restarting"}
 
 class FilterInput(Input):
     BINDINGS = [Binding("escape", "app.clear_filter", "Clear filter")]
+
+
+class NodeView:
+    """One daemon the dashboard watches: its feed, what it last said, whether it answers."""
+
+    def __init__(self, label: str, feed: Feed):
+        self.label = label  # the node as typed; "" for the local socket
+        self.feed = feed
+        self.model = Model()
+        self.connected = False
+        self.offline_reason = ""
+        self.online = asyncio.Event()
 
 
 class DashboardApp(App[None]):
@@ -64,24 +81,49 @@ class DashboardApp(App[None]):
         Binding("f1", "summary", "Summary"),
         Binding("f2", "monitor", "Monitor"),
         Binding("q", "quit", "Quit"),
+        Binding("h", "node(-1)", "Node", key_display="←→/hl", priority=True),
+        Binding("l", "node(1)", "Next node", show=False, priority=True),
+        Binding("left", "node(-1)", "Previous node", show=False, priority=True),
+        Binding("right", "node(1)", "Next node", show=False, priority=True),
     ]
 
-    def __init__(self, socket_path: str, max_backoff: float = 5.0, log_tail: int = LOG_TAIL,
-                 log_max_lines: int = LOG_MAX_LINES):
+    def __init__(self, socket_path: str | None = None, max_backoff: float = 5.0, log_tail: int = LOG_TAIL,
+                 log_max_lines: int = LOG_MAX_LINES, nodes: list[tuple[str, Feed]] | None = None):  # fmt: skip
         super().__init__()
         self.log_max_lines = log_max_lines
         self.socket_path = socket_path
         self.max_backoff = max_backoff
         self.log_tail = log_tail
-        self.model = Model()
-        self.feed = Feed(socket_path)
+        if nodes:
+            self.views = [NodeView(label, feed) for label, feed in nodes]
+        else:
+            self.views = [NodeView("", Feed(socket_path or ""))]
+        self.current = 0
         self.needle = ""
-        self.connected = False
-        self.offline_reason = ""
-        self._online = asyncio.Event()
-        self._dirty: set[str] = set()
+        self._dirty: set[tuple[int, str]] = set()
         self._dirty_wake = asyncio.Event()
         self._log_service: str | None = None
+
+    # The selected node's parts, under the names the one-daemon dashboard used.
+    @property
+    def view(self) -> NodeView:
+        return self.views[self.current]
+
+    @property
+    def feed(self) -> Feed:
+        return self.view.feed
+
+    @property
+    def model(self) -> Model:
+        return self.view.model
+
+    @property
+    def connected(self) -> bool:
+        return self.view.connected
+
+    @property
+    def offline_reason(self) -> str:
+        return self.view.offline_reason
 
     # -- layout ------------------------------------------------------------------------
 
@@ -109,63 +151,77 @@ class DashboardApp(App[None]):
         self.log_pane.border_title = "Log"
         self.header.show({}, {}, time.time(), False)
         self.set_interval(1.0, self.tick)
-        self.stream_events()
+        for view in self.views:
+            self.stream_events(view)
         self.refresh_dirty()
 
     async def on_unmount(self) -> None:
-        await self.feed.close()
+        for view in self.views:
+            await view.feed.close()
 
     # -- the event stream ----------------------------------------------------------------
 
-    @work(exclusive=True, group="events", exit_on_error=False)
-    async def stream_events(self) -> None:
+    @work(group="events", exit_on_error=False)
+    async def stream_events(self, view: NodeView) -> None:
         delay = 0.5
         while True:
             try:
-                async with self.feed.events() as events:
+                async with view.feed.events() as events:
                     # The stream is open, so nothing that happens from here on is missed.
-                    daemon = await self.feed.daemon()
-                    services = await self.feed.services()
-                    self.online(daemon, services)
+                    daemon = await view.feed.daemon()
+                    services = await view.feed.services()
+                    self.online(view, daemon, services)
                     delay = 0.5
                     async for event in events:
-                        self.on_service_event(event)
+                        self.on_service_event(view, event)
                 reason = "the daemon closed the event stream"
             except (Unreachable, ApiError) as exc:
                 reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - a dashboard shows problems, it does not crash
                 reason = f"{type(exc).__name__}: {exc}"
-            self.offline(reason, delay)
+            self.offline(view, reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
-    def online(self, daemon: dict[str, Any], services: list[dict[str, Any]]) -> None:
-        self.model.load(daemon, services)
-        self.connected = True
-        self.offline_reason = ""
-        self._online.set()
+    def online(self, view: NodeView, daemon: dict[str, Any], services: list[dict[str, Any]]) -> None:
+        view.model.load(daemon, services)
+        view.connected = True
+        view.offline_reason = ""
+        view.online.set()
+        if view is not self.view:
+            self.render_header()  # the count of nodes down changed
+            return
         self.banner.remove_class("-shown")
         self.table.rebuild(self.model.services.values(), self.needle, time.time())
         self.selection_changed()
         self.render_header()
 
-    def offline(self, reason: str, delay: float) -> None:
-        was = self.connected
-        self.connected = False
-        self.offline_reason = reason
-        self._online.clear()
-        banner = self.banner
-        banner.update(f"daemon not reachable at {self.socket_path} — retrying in {delay:g}s ({reason})")
-        banner.add_class("-shown")
+    def offline(self, view: NodeView, reason: str, delay: float) -> None:
+        was = view.connected
+        view.connected = False
+        view.offline_reason = reason
+        view.online.clear()
+        if view is self.view:
+            self.show_banner(delay)
         if was:
             self.render_header()
 
-    def on_service_event(self, event: dict[str, Any]) -> None:
+    def show_banner(self, delay: float | None = None) -> None:
+        view = self.view
+        what = f"node {view.label} not reachable" if view.label else f"daemon not reachable at {self.socket_path}"
+        retry = f"retrying in {delay:g}s" if delay is not None else "retrying"
+        self.banner.update(f"{what} — {retry} ({view.offline_reason})")
+        self.banner.add_class("-shown")
+
+    def on_service_event(self, view: NodeView, event: dict[str, Any]) -> None:
         sid = event.get("service", "")
-        if sid not in self.model.services:
-            self.mark_dirty(sid)  # a service we have not seen: read it
+        if sid not in view.model.services:
+            self.mark_dirty(sid, view)  # a service we have not seen: read it
             return
-        if not self.model.apply(event):
+        if not view.model.apply(event):
+            return
+        if view is not self.view:
+            self.mark_dirty(sid, view)
             return
         service = self.model.services[sid]
         now = time.time()
@@ -178,8 +234,8 @@ class DashboardApp(App[None]):
         self.render_header()
         self.mark_dirty(sid)
 
-    def mark_dirty(self, sid: str) -> None:
-        self._dirty.add(sid)
+    def mark_dirty(self, sid: str, view: NodeView | None = None) -> None:
+        self._dirty.add((self.views.index(view or self.view), sid))
         self._dirty_wake.set()
 
     @work(exclusive=True, group="refresh", exit_on_error=False)
@@ -190,15 +246,18 @@ class DashboardApp(App[None]):
             await asyncio.sleep(0.2)
             self._dirty_wake.clear()
             ids, self._dirty = self._dirty, set()
-            for sid in sorted(ids):
+            for index, sid in sorted(ids):
+                view = self.views[index]
                 try:
-                    info = await self.feed.service(sid)
+                    info = await view.feed.service(sid)
                 except (Unreachable, ApiError):
                     continue  # gone, or the daemon is; the next snapshot has it
                 except Exception:  # noqa: BLE001
                     continue
-                new = sid not in self.model.services
-                self.model.put(info)
+                new = sid not in view.model.services
+                view.model.put(info)
+                if view is not self.view:
+                    continue  # shown when that node is selected
                 now = time.time()
                 if new:
                     self.table.rebuild(self.model.services.values(), self.needle, now)
@@ -229,15 +288,16 @@ class DashboardApp(App[None]):
     @work(exclusive=True, group="logs", exit_on_error=False)
     async def follow_log(self, sid: str) -> None:
         pane = self.log_pane
+        view = self.view  # switching node cancels this worker (exclusive group)
         await asyncio.sleep(0.15)  # holding j/k over many rows opens one stream, not one per row
         first = True
         while True:
-            await self._online.wait()
+            await view.online.wait()
             if not first:
                 pane.reset(f"Log · {sid}")  # a new connection re-reads the tail
             first = False
             try:
-                async with self.feed.logs(sid, tail=self.log_tail) as batches:
+                async with view.feed.logs(sid, tail=self.log_tail) as batches:
                     async for lines in batches:
                         pane.add_lines(lines)
             except Unreachable:
@@ -263,7 +323,36 @@ class DashboardApp(App[None]):
         self.table.rebuild(self.model.services.values(), self.needle, time.time())
 
     def render_header(self) -> None:
-        self.header.show(self.model.daemon, self.model.counts(), time.time(), self.connected)
+        node = ""
+        if self.view.label:
+            down = sum(not v.connected for v in self.views)
+            node = f"node {self.view.label} ({self.current + 1}/{len(self.views)}" + (f", {down} down)" if down else ")")
+        self.header.show(self.model.daemon, self.model.counts(), time.time(), self.connected, node)
+
+    # -- nodes --------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "node":  # h/l and the arrows stay the filter box's while it is typed in
+            return len(self.views) > 1 and self.focused is not self.filter_box
+        return True
+
+    def action_node(self, step: int) -> None:
+        """Previous or next node; clamped, no wrap (talosctl's dashboard)."""
+        new = min(max(self.current + step, 0), len(self.views) - 1)
+        if new == self.current:
+            return
+        self.current = new
+        self._log_service = None
+        self.workers.cancel_group(self, "logs")
+        if self.view.connected:
+            self.banner.remove_class("-shown")
+        elif self.view.offline_reason:
+            self.show_banner()
+        else:
+            self.banner.remove_class("-shown")
+        self.table.rebuild(self.model.services.values(), self.needle, time.time())
+        self.selection_changed()
+        self.render_header()
 
     # -- keys -------------------------------------------------------------------------
 
@@ -296,8 +385,9 @@ class DashboardApp(App[None]):
     async def perform(self, sid: str, action: str) -> None:
         if action != "start":
             self.notify(f"{ACTING[action]} {sid}…", timeout=2)
+        view = self.view  # the node selected when the key was pressed
         try:
-            message = await self.feed.action(sid, action)
+            message = await view.feed.action(sid, action)
         except Unreachable as exc:
             self.notify(f"{action} {sid}: daemon not reachable ({exc})", severity="error")
             return
@@ -308,7 +398,7 @@ class DashboardApp(App[None]):
             self.notify(f"{action} {sid}: {type(exc).__name__}: {exc}", severity="error")
             return
         self.notify(message)
-        self.mark_dirty(sid)
+        self.mark_dirty(sid, view)
 
     def action_filter(self) -> None:
         box = self.filter_box

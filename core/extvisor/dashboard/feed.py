@@ -1,4 +1,4 @@
-"""The daemon's API as the dashboard uses it: async, over the Unix socket.
+"""The daemon's API as the dashboard uses it: async, over the Unix socket or a node's TLS.
 
 Every failure to talk to the daemon (socket missing, connection refused, stream cut)
 becomes :class:`Unreachable`, so the app has one thing to catch and show as a banner.
@@ -32,11 +32,32 @@ def _detail(r: httpx.Response) -> str:
 
 
 class Feed:
-    def __init__(self, socket_path: str, timeout: float = 10.0):
+    def __init__(self, socket_path: str, timeout: float = 10.0, http: httpx.AsyncClient | None = None):
         self.socket = socket_path
-        self._http = httpx.AsyncClient(
+        self.remote = http is not None
+        self._http = http or httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=socket_path), base_url="http://extvisor", timeout=timeout
         )
+
+    @classmethod
+    def node(cls, url: str, ssl_context: Any, timeout: float = 10.0) -> Feed:
+        """A remote node over mutual TLS; its certificate is checked against the name in *url*."""
+        return cls(url, timeout, httpx.AsyncClient(base_url=url, verify=ssl_context, timeout=timeout))
+
+    def _unreachable(self, exc: BaseException) -> Unreachable:
+        if self.remote:
+            from extvisor.remote.failures import describe
+
+            cause: BaseException = exc
+            seen = exc.__cause__ or exc.__context__
+            while seen is not None:  # httpx wraps httpcore's error, which wraps the socket's: the deepest
+                if isinstance(seen, OSError):
+                    cause = seen
+                seen = seen.__cause__ or seen.__context__
+            if isinstance(exc, httpx.RemoteProtocolError):  # closed before answering: a refused certificate
+                cause = ConnectionResetError()
+            return Unreachable(describe(cause))
+        return Unreachable(str(exc) or type(exc).__name__)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -48,7 +69,7 @@ class Feed:
         try:
             r = await self._http.request(method, path, **kw)
         except (httpx.TransportError, OSError) as exc:
-            raise Unreachable(str(exc) or type(exc).__name__) from None
+            raise self._unreachable(exc) from None
         if r.status_code >= 400:
             raise ApiError(_detail(r))
         return r.json()
@@ -77,7 +98,7 @@ class Feed:
                     raise ApiError(_detail(r))
                 yield r.aiter_raw()
         except (httpx.TransportError, OSError) as exc:
-            raise Unreachable(str(exc) or type(exc).__name__) from None
+            raise self._unreachable(exc) from None
 
     @asynccontextmanager
     async def events(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:

@@ -23,9 +23,11 @@ STATE_ORDER = ("Running", "Preparing", "Waiting", "Starting", "Stopping", "Initi
 class HeaderBar(Static):
     """``extvisor · backend runc · 3 services: 2 Running, 1 Failed · host vm 10.0.0.2/24 · up 1h2m3s``."""
 
-    def show(self, daemon: dict[str, Any], counts: dict[str, int], now: float, connected: bool) -> None:
+    def show(self, daemon: dict[str, Any], counts: dict[str, int], now: float, connected: bool, node: str = "") -> None:
         out = Text()
         out.append(" extvisor ", style="bold reverse")
+        if node:  # several nodes: which one this is, of how many
+            out.append(f" {node} ", style="bold reverse" if connected else "bold red reverse")
         if not daemon:
             out.append("  connecting…", style="dim")
             self.update(out)
