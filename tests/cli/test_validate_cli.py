@@ -101,20 +101,23 @@ def test_missing_path_and_syntax_error(tmp_path):
     assert "latin1.yaml:1:10: error: not valid UTF-8" in out
 
 
-def test_duplicate_names_are_a_warning(tmp_path):
+def test_duplicate_names_are_an_error_as_in_the_daemon(tmp_path):
+    """Issue 17, item 11: validate said warning while the daemon (and Talos) refuse the later file."""
     (tmp_path / "a.yaml").write_text(GOOD)
     (tmp_path / "b.yaml").write_text(GOOD.replace("./good", "./other"))
     result = run("validate", str(tmp_path))
-    assert result.exit_code == 0
-    expected = f"b.yaml:1:7: warning: name: duplicate service spec: name good already declared by {tmp_path / 'a.yaml'}"
+    assert result.exit_code == 1
+    expected = f"b.yaml:1:7: error: name: duplicate service spec: name good already declared by {tmp_path / 'a.yaml'}"
     assert expected in result.stdout
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
 def test_corpus_validates():
     result = run("validate", str(CORPUS / "extension-services"), str(CORPUS / "extension-service-configs" / "whole-files"))
-    assert result.exit_code == 0, result.output
-    assert "33 file(s): 33 ok, 0 with errors; 0 error(s), 3 warning(s)" in result.stderr  # the nvidia lts/production pairs
+    # the nvidia lts/production pairs share names: in one directory Talos skips the later of each
+    assert result.exit_code == 1, result.output
+    assert "33 file(s): 30 ok, 3 with errors; 3 error(s), 0 warning(s)" in result.stderr, result.output
+    assert result.stdout.count("duplicate service spec") == 3
 
 
 def test_python_dash_m(tmp_path):

@@ -14,8 +14,10 @@ def parse_env_file(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ContainerSpecError(f"environment file {path!r}: {exc}") from None
+    except OSError as exc:
+        raise ContainerSpecError(f"environment file {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # its text is never quoted: the file may hold secrets
+        raise ContainerSpecError(f"environment file {path!r}: not valid UTF-8 (at byte {exc.start})") from None
     out: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -25,8 +27,12 @@ def parse_env_file(path: str) -> list[str]:
             line = line[len("export ") :].lstrip()
         key, eq, value = line.partition("=")
         key = key.strip()
-        if not eq or not _KEY.match(key):
-            raise ContainerSpecError(f"{path}:{number}: malformed line {raw!r}: expected KEY=value")
+        # Say which line and why, never what it holds (an environment file may hold secrets).
+        if not eq:
+            raise ContainerSpecError(f"{path}:{number}: malformed line: no '=' (expected KEY=value)")
+        if not _KEY.match(key):
+            raise ContainerSpecError(f"{path}:{number}: malformed line: the text before '=' is not a variable "
+                                     "name (expected KEY=value, KEY of letters, digits, _ and .)")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1].replace('\\"', '"').replace("\\n", "\n")

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from contextlib import nullcontext
@@ -148,7 +149,15 @@ def lock_state_dir(state_dir: Path) -> int:
 
 def bind_socket(path: Path) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISSOCK(mode):  # only a stale socket is ever replaced
+        what = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else \
+            "a regular file" if stat.S_ISREG(mode) else "not a socket"
+        raise DaemonError(f"--socket {path} exists and is {what}, not a socket: refusing to replace it")
+    if mode is not None:
         probe = socket.socket(socket.AF_UNIX)
         try:
             probe.connect(str(path))
@@ -231,7 +240,10 @@ class Daemon:
         except BackendUnavailable as exc:
             log.warning("backend %s is not reachable yet (%s); services will wait for it", cfg.backend, exc)
         for item in loaded:
-            sup.add(item.spec, item.source)  # type: ignore[arg-type]
+            try:  # one service that cannot be set up must not keep the others from running
+                sup.add(item.spec, item.source)  # type: ignore[arg-type]
+            except Exception as exc:
+                log.error("%s: cannot set up the service from %s: %s", item.spec.id, item.source, exc)  # type: ignore[union-attr]
         self.extensions = Extensions(cfg.state_dir, cfg.extensions, kinds, cfg.strict)
         try:
             await self.extensions.attach(sup)  # after cleanup: no container of ours runs any more

@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 NAME_RE = re.compile(r"^[-_a-z0-9]+$")
+# A name is a hostname label in Talos (the container's hostname, a cgroup, a file name): at most 63.
+NAME_MAX = 63
 
 
 class Restart(str, enum.Enum):
@@ -110,6 +112,13 @@ class ServiceSpec(_Lenient):
     restart: Restart | None = None
     logToConsole: bool = False
 
+    @field_validator("name")
+    @classmethod
+    def _label_length(cls, value: str) -> str:
+        if len(value) > NAME_MAX:
+            raise ValueError(f"name is too long ({len(value)} characters; at most {NAME_MAX}, a hostname label)")
+        return value
+
     @property
     def id(self) -> str:
         return f"ext-{self.name}"
@@ -138,6 +147,8 @@ class ConfigFile(BaseModel):
             raise ValueError(f"mount path {value!r} is not absolute")
         if ".." in value.split("/"):
             raise ValueError(f"mount path {value!r} contains '..'")
+        if posixpath.normpath(value) in ("/", "//"):
+            raise ValueError(f"mount path {value!r} would cover the container's whole root filesystem")
         return value
 
 
@@ -171,6 +182,9 @@ class ExtensionServiceConfig(BaseModel):
     def _name(cls, value: str) -> str:
         if not value:
             raise ValueError("name is required")
+        # It names a service, and a directory under the state dir: no "../", no "/".
+        if not NAME_RE.fullmatch(value) or len(value) > NAME_MAX:
+            raise ValueError(f"name {value!r} is not a service name (a-z 0-9 - _, at most {NAME_MAX} characters)")
         return value
 
     @model_validator(mode="after")

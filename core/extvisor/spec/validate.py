@@ -59,31 +59,40 @@ def validate_file(path: Path, kinds: Kinds, strict: bool = False) -> FileResult:
 def validate_files(paths: Iterable[str | os.PathLike[str]], kinds: Kinds, strict: bool = False) -> list[FileResult]:
     """Validate files and directories (their ``*.yaml``), going on past bad ones.
 
-    Two specs with one ``name`` are reported as a warning: the daemon would skip the later one.
+    Two specs with one ``name`` in one directory (or among the files named alone) are an
+    error on the later one, as in Talos and the daemon: the first in order is loaded, the
+    later one skipped ("duplicate service spec"). Across directories, a warning.
     """
     results: list[FileResult] = []
+    group: dict[int, str] = {}  # id(result) -> the directory it was read from ("" for files named alone)
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             files = yaml_files(path)
             if not files:
                 results.append(FileResult(str(path), "unknown", [_finding(str(path), (0, 0), "warning", "", NO_YAML)]))
-            results.extend(validate_file(f, kinds, strict) for f in files)
-        elif path.exists():
+            for f in files:
+                results.append(validate_file(f, kinds, strict))
+                group[id(results[-1])] = str(path)
+        elif path.exists() or path.is_symlink():
             results.append(validate_file(path, kinds, strict))
+            group[id(results[-1])] = ""
         else:
             results.append(FileResult(str(path), "unknown", [_finding(str(path), (0, 0), "error", "", NO_FILE)]))
-    first: dict[str, str] = {}
+    first: dict[str, FileResult] = {}
     for result in results:
         if result.kind != "service" or not result.names:
             continue
         name = result.names[0]
         if name in first:
-            severity = "error" if strict else "warning"
-            message = f"duplicate service spec: name {name} already declared by {first[name]}"
+            # Talos reads one directory: there the later file is skipped, an error. Across the
+            # directories given here both may never be loaded together: a warning.
+            together = group.get(id(result)) == group.get(id(first[name]))
+            severity = "error" if together or strict else "warning"
+            message = f"duplicate service spec: name {name} already declared by {first[name].file}"
             result.findings.append(_finding(result.file, result.name_pos, severity, "name", message))
         else:
-            first[name] = result.file
+            first[name] = result
     return results
 
 
