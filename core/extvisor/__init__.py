@@ -28,6 +28,7 @@ _PUBLIC = {
     "ContainerHandle": "extvisor.protocols",
     "ExitStatus": "extvisor.protocols",
     "LaunchRequest": "extvisor.protocols",
+    "ContainerStats": "extvisor.protocols",
     "BackendOption": "extvisor.records",
     "BackendType": "extvisor.records",
     "ConditionKind": "extvisor.records",

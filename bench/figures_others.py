@@ -1,0 +1,67 @@
+"""containerd, podman, extension images and many nodes, each against its own tool."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import ROOT, Row, make_busybox_rootfs
+
+
+def containerd_row(repeat: int = 5) -> Row:
+    import bench_containerd as bc
+    from containerd_daemon import ContainerdDaemon
+
+    with ContainerdDaemon() as daemon:
+        work = daemon.base / "bench"
+        rootfs = make_busybox_rootfs(work / "rootfs")
+        ours = statistics.median([asyncio.run(bc.backend_startup(daemon, work, rootfs, 1, False)) for _ in range(repeat)])
+        raw = statistics.median([bc.ctr_startup(daemon, work, rootfs, 1) for _ in range(repeat)])
+    return Row("containerd: one start", ours, raw, "s", 1.2, reference_name="ctr run -d")
+
+
+def podman_row(repeat: int = 5) -> Row:
+    import bench_podman as bp
+    from podman_service import PodmanService
+
+    with tempfile.TemporaryDirectory(prefix="bench-podman-") as tmp:
+        base = Path(tmp)
+        svc = PodmanService(base / "podman")
+        svc.start()
+        try:
+            rootfs = make_busybox_rootfs(base / "raw-rootfs")
+            ours = statistics.median([asyncio.run(bp.backend_start(svc, base / f"b{r}", 1)) for r in range(repeat)])
+            raw = statistics.median([bp.cli_start(svc, rootfs, 1) for _ in range(repeat)])
+        finally:
+            svc.stop()
+    return Row("podman: one start", ours, raw, "s", 1.2, reference_name="podman run -d")
+
+
+def _script(name: str, *args: str, timeout: float = 240) -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name}: {out.stderr.strip()[-300:]}")
+    return out.stdout
+
+
+def extensions_row() -> Row:
+    text = _script("bench_extensions.py", "--mb", "50", "--repeat", "3")
+    ours = float(re.search(r"extvisor install \(docker://\)\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    raw = float(re.search(r"skopeo copy \+ umoci raw unpack\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    return Row("install a 50 MB extension from a local registry", ours, raw, "s", 1.2,
+               reference_name="skopeo copy + umoci raw unpack")
+
+
+def nodes_row() -> Row | None:
+    """`services` across twenty nodes against one (bench/bench_nodes.py prints both)."""
+    if not (ROOT / "bench" / "bench_nodes.py").exists():
+        return None
+    text = _script("bench_nodes.py")
+    many = float(re.search(r"20 nodes\D+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    one = float(re.search(r"1 node\D+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    return Row("services across 20 nodes (TLS)", many, one, "s", 1.5, reference_name="the same against 1 node")
