@@ -60,6 +60,10 @@ class _Last:
     cpu_percent: float = 0.0
 
 
+WATCHED = 120.0  #: seconds of sampling after the last read (longer than Prometheus's scrape interval)
+FIRST_GAP = 0.5  #: between the two samples of a first read
+
+
 class StatsCollector:
     """Samples every running service of a supervisor (anything with ``services`` and ``pm``)."""
 
@@ -72,18 +76,19 @@ class StatsCollector:
         self.starts: dict[str, Histogram] = {}
         self._task: asyncio.Task[None] | None = None
         self._procs: dict[int, Any] = {}  # psutil.Process by PID, so cpu_percent has a baseline
+        self._wanted_until = 0.0
+        self._sampled_at = 0.0
 
     # -- running -------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop(), name="stats")
-            try:
-                import psutil
+        """Nothing is sampled until someone reads the figures (:meth:`fresh`): idle CPU stays ~0."""
+        try:
+            import psutil
 
-                psutil.cpu_percent(None)  # the baseline of host()'s "since the previous call"
-            except ImportError:
-                pass
+            psutil.cpu_percent(None)  # the baseline of host()'s "since the previous call"
+        except ImportError:
+            pass
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -91,13 +96,31 @@ class StatsCollector:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    async def fresh(self) -> None:
+        """Called by every reader (stats, history, /metrics, the dashboard): keeps sampling on
+        for :data:`WATCHED` seconds, and makes sure the figures about to be read are current.
+
+        A first read samples twice, half a second apart, so that its CPU percent is real.
+        """
+        self._wanted_until = time.monotonic() + WATCHED
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="stats")
+        if time.monotonic() - self._sampled_at > self.interval:
+            await self.sample()
+            if any(s.pid is not None and s.id not in self._last for s in self.sup.services.values()):
+                await asyncio.sleep(FIRST_GAP)
+                await self.sample()
+        elif any(s.pid is not None and s.id not in self._last for s in self.sup.services.values()):
+            await asyncio.sleep(FIRST_GAP)
+            await self.sample()
+
     async def _loop(self) -> None:
-        while True:
+        while time.monotonic() < self._wanted_until:
+            await asyncio.sleep(self.interval)
             try:
                 await self.sample()
             except Exception:  # a bad reading must not end the sampling
                 log.exception("sampling service stats failed")
-            await asyncio.sleep(self.interval)
 
     def observe_start(self, service_id: str, seconds: float) -> None:
         """A launch took *seconds* (spec built, backend started the container)."""
@@ -123,6 +146,7 @@ class StatsCollector:
 
     async def sample(self) -> None:
         now, wall = time.monotonic(), time.time()
+        self._sampled_at = now
         services = list(self.sup.services.values())
         readings = await asyncio.gather(*(self.read(s) for s in services))
         for service, stats in zip(services, readings):

@@ -97,10 +97,12 @@ def install(app: FastAPI, sup: Supervisor, info: Callable[[], dict]) -> None:
 
     @app.get("/v1/stats")
     async def stats() -> list[dict[str, Any]]:
+        await sup.stats.fresh()
         return sup.stats.items()
 
     @app.get("/v1/stats/history")
     async def history(points: int = Query(60, ge=1, le=3600)) -> dict[str, Any]:
+        await sup.stats.fresh()
         return {"interval": sup.stats.interval, "services": sup.stats.history(points)}
 
     @app.get("/v1/stats/processes")
@@ -118,5 +120,6 @@ def install(app: FastAPI, sup: Supervisor, info: Callable[[], dict]) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
+        await sup.stats.fresh()
         body = generate_latest(registry)  # in the loop: the collector reads live state
         return Response(body, media_type=CONTENT_TYPE_LATEST)
