@@ -6,20 +6,39 @@ Registered as backend ``containerd``; options ``--containerd-address`` and
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from typing import Any
 
-from extvisor import BackendOption, BackendType, hookimpl
-
-from .backend import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ContainerdBackend, ContainerdHandle
+from extvisor import BackendConfig, BackendOption, BackendType, hookimpl
 
 __all__ = ["ContainerdBackend"]
+
+# Also in .backend; here so that registering the plugin does not import gRPC (~50 ms and
+# ~10 MB for every daemon, also those that run another backend).
+DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+DEFAULT_NAMESPACE = ""  # empty: extvisor-<instance>, one namespace per daemon
+
+
+def _backend(config: BackendConfig) -> Any:
+    from .backend import ContainerdBackend
+
+    return ContainerdBackend(config)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ContainerdBackend":
+        from .backend import ContainerdBackend
+
+        return ContainerdBackend
+    raise AttributeError(name)
 
 
 @hookimpl
 def extvisor_register_backends() -> Iterator[BackendType]:
     yield BackendType(
         name="containerd",
-        factory=ContainerdBackend,
+        factory=_backend,
         description="containerd over gRPC (no image, no snapshotter; runtime io.containerd.runc.v2)",
         options=(
             BackendOption("containerd-address", "containerd socket", DEFAULT_ADDRESS),
@@ -32,7 +51,8 @@ def extvisor_register_backends() -> Iterator[BackendType]:
 @hookimpl
 def extvisor_container_stats(service_id: str, container: object):  # type: ignore[no-untyped-def]
     """containerd's own figures (Tasks.Metrics) for our tasks; None for anyone else's."""
-    if not isinstance(container, ContainerdHandle):
+    backend = sys.modules.get(__name__ + ".backend")  # not loaded: the container cannot be ours
+    if backend is None or not isinstance(container, backend.ContainerdHandle):
         return None
     from .metrics import task_stats
 
