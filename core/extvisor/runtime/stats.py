@@ -83,12 +83,6 @@ class StatsCollector:
 
     def start(self) -> None:
         """Nothing is sampled until someone reads the figures (:meth:`fresh`): idle CPU stays ~0."""
-        try:
-            import psutil
-
-            psutil.cpu_percent(None)  # the baseline of host()'s "since the previous call"
-        except ImportError:
-            pass
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -102,6 +96,13 @@ class StatsCollector:
 
         A first read samples twice, half a second apart, so that its CPU percent is real.
         """
+        if not self._wanted_until:
+            try:
+                import psutil  # not at start-up: it costs every daemon ~20 ms before it answers
+
+                psutil.cpu_percent(None)  # the baseline of host()'s "since the previous call"
+            except ImportError:
+                pass
         self._wanted_until = time.monotonic() + WATCHED
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop(), name="stats")

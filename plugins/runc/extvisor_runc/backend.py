@@ -1,15 +1,15 @@
-"""RuncBackend: ``runc create`` + ``runc start`` per service, driven from asyncio.
+"""RuncBackend: one ``runc run --detach`` per service, driven from asyncio.
 
 How a run works (measured on this machine, see the backends note §1):
 
 * The container's stdout and stderr are the write end of one pipe, handed to ``runc
-  create`` (runc's pass-through mode): both streams arrive in the order written. We never
-  capture create's stdout through asyncio: the container inherits it, so a capture would
-  wait for the container to end.
-* runc keeps no exit status. While ``runc create`` runs, this process is a child
-  subreaper, so when create exits the container's init is re-parented to us; a pidfd
+  run --detach`` (runc's pass-through mode): both streams arrive in the order written. We
+  never capture runc's stdout through asyncio: the container inherits it, so a capture
+  would wait for the container to end.
+* runc keeps no exit status. While ``runc run --detach`` runs, this process is a child
+  subreaper, so when runc exits the container's init is re-parented to us; a pidfd
   tells the loop when it exits and ``waitid`` gives the exact code or signal. The flag is
-  on only while a create is in flight: left on, every orphan of the daemon's other
+  on only while a run is in flight: left on, every orphan of the daemon's other
   children (containerd shims, conmon) would become our zombie.
 * ``runc --root <state_dir>/runc`` keeps containers private to this daemon, so
   :meth:`RuncBackend.cleanup` can remove everything listed there.
@@ -123,7 +123,7 @@ class RuncBackend:
     # -- running runc ----------------------------------------------------------------
 
     async def runc(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
-        """Run ``runc --root ROOT ARGS`` (never ``create``) and return its stdout."""
+        """Run ``runc --root ROOT ARGS`` (never ``run``) and return its stdout."""
         proc = await asyncio.create_subprocess_exec(
             self.binary, "--root", str(self.root), "--log", "/dev/null", *args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -204,7 +204,7 @@ class RuncBackend:
             with subreaper():
                 proc = await asyncio.create_subprocess_exec(
                     self.binary, "--root", str(self.root), "--log", str(log_file), "--log-format", "json",
-                    "create", "--bundle", str(bundle), "--pid-file", str(pid_file), cid,
+                    "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), cid,
                     stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
                 )  # fmt: skip
                 os.close(write_fd)
@@ -230,19 +230,17 @@ class RuncBackend:
         if rc != 0:
             said = _drain(read_fd).decode(errors="replace").strip().splitlines()
             os.close(read_fd)
-            message = _runc_error(log_file) or (said[-1] if said else f"runc create exited with {rc}")
+            message = _runc_error(log_file) or (said[-1] if said else f"runc run exited with {rc}")
             if "already exists" not in message:  # else it is another run's container
                 await self._forget(cid, bundle, oci)
             raise BackendError(message)
 
+        # One `runc run --detach` rather than create + start: half the runc processes per start
+        # (docs/performance.md). The init is our child by the subreaper, so an exit that comes
+        # before this line is still reaped with its status, and its output waits in the pipe.
         pid = int(pid_file.read_text().strip())
         container = RuncContainer(self, cid, pid, read_fd, request, bundle, oci)
         self._containers.add(container)
-        try:
-            await self.runc("start", cid)
-        except BaseException:
-            await container.delete()
-            raise
         return container
 
     async def close(self) -> None:
