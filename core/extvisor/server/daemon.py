@@ -206,6 +206,7 @@ class Daemon:
                                            instance=self.config.instance_name))
 
     async def run(self) -> None:
+        _pidfd_child_watcher()
         cfg = self.config
         if cfg.instance is not None and not INSTANCE_RE.fullmatch(cfg.instance):
             raise DaemonError(f"--instance {cfg.instance!r}: use 1-32 of a-z 0-9 _ . - (starting with a letter or digit)")
@@ -382,6 +383,23 @@ class Daemon:
             self._tls_tasks = [asyncio.create_task(self._tls_server.serve(sockets=listeners))]
             log.info("API over mutual TLS on %s", ", ".join("%s:%d" % s.getsockname()[:2] for s in listeners))
         return server
+
+
+def _pidfd_child_watcher() -> None:
+    """Python 3.11 waits for each subprocess (every runc call) in a thread of its own; a pidfd in
+    the event loop costs a start ~5 ms less. 3.12 does this by itself."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    policy = asyncio.get_event_loop_policy()
+    if isinstance(getattr(policy, "_watcher", None), asyncio.PidfdChildWatcher):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # the kernel may lack pidfds (before 5.3)
+    except OSError:
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    policy.set_child_watcher(watcher)
 
 
 def _import_server_stack() -> None:
