@@ -69,6 +69,7 @@ def test_install_upgrade_remove_beside_other_services(daemon, registry, pusher, 
     [item] = json.loads(d.cli("extensions", "-o", "json").stdout)
     assert {k: item[k] for k in ("id", "name", "version", "ref")} == {"id": "0", "name": "nfs-utils", "version": "2.7.1", "ref": ref}
     assert item["description"] and item["author"] == "Sidero Labs" and item["digest"].startswith("sha256:")
+    assert d.client.request("GET", "/v1/extensions/nfs-utils") == item
 
     pusher.image("siderolabs/nfs-utils", "2.7.2", nfs("2.7.2", busybox))
     d.cli("extensions", "install", registry.ref("siderolabs/nfs-utils", "2.7.2"))

@@ -1,6 +1,7 @@
 """The API's extension routes (added to the app by the daemon).
 
     GET    /v1/extensions                 installed extensions, in stacking order
+    GET    /v1/extensions/{name}          one of them
     POST   /v1/extensions                 {"refs": [...], "cwd": "...", "strict": false}: install
                                           or upgrade each, streamed as NDJSON lines:
                                           {"progress": {...}}, then {"installed": {...}} or
@@ -39,6 +40,14 @@ def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
     @app.get("/v1/extensions")
     async def list_extensions() -> list[dict[str, Any]]:
         return ext.list()
+
+    @app.get("/v1/extensions/{name}")
+    async def one_extension(name: str) -> dict[str, Any]:
+        for item in ext.list():
+            if item["name"] == name:
+                return item
+        known = ", ".join(r["name"] for r in ext.list()) or "none"
+        raise HTTPException(404, f'extension "{name}" is not installed (installed: {known})')
 
     @app.post("/v1/extensions")
     async def install(request: InstallRequest) -> StreamingResponse:
