@@ -24,27 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from daemon_process import DaemonProcess  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import all_running, write_services  # noqa: E402
+
 from extvisor.oci import build_oci_spec, fit_to_host  # noqa: E402
 from extvisor.testing import make_busybox_rootfs, make_service  # noqa: E402
-
-
-def write_services(d: DaemonProcess, n: int, script: str, restart: str = "always", prefix: str = "svc") -> list[str]:
-    make_busybox_rootfs(d.rootfs_dir / "_base")
-    ids = []
-    for i in range(n):
-        name = f"{prefix}{i:03d}"
-        shutil.copytree(d.rootfs_dir / "_base", d.rootfs_dir / name, symlinks=True)
-        (d.config_dir / f"{name}.yaml").write_text(json.dumps({
-            "name": name, "restart": restart,
-            "container": {"entrypoint": "/bin/sh", "args": ["-c", script]},
-        }))  # fmt: skip
-        ids.append(f"ext-{name}")
-    return ids
-
-
-def all_running(d: DaemonProcess, ids: list[str]) -> bool:
-    states = {s["id"]: s["state"] for s in d.client.services()}
-    return all(states.get(i) == "Running" for i in ids)
 
 
 def raw_runc_start(base: Path, n: int) -> float:
