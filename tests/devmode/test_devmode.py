@@ -120,7 +120,7 @@ def test_dev_mode_applies_edits_while_running(podman_service: PodmanService, tmp
         c = Client(sock, timeout=10)
         web = dev.wait(lambda: running(c, "ext-web"), "ext-web running")
         worker = dev.wait(lambda: running(c, "ext-worker"), "ext-worker running")
-        assert sorted(podman_service.containers()) == ["ext-web", "ext-worker"]
+        assert sorted(c.rsplit(".", 1)[0] for c in podman_service.containers()) == ["ext-web", "ext-worker"]  # <id>.<instance>
         assert (project / ".extvisor" / "logs" / "ext-web.log").read_text().startswith("web v1")
 
         # An edited service file restarts that service with the new spec; the other is untouched.
@@ -158,7 +158,7 @@ def test_dev_mode_applies_edits_while_running(podman_service: PodmanService, tmp
         # A removed service file stops and forgets its service.
         (project / "worker.yaml").unlink()
         dev.wait(lambda: "ext-worker" not in {s["id"] for s in c.services()}, "ext-worker removed")
-        assert podman_service.containers() == ["ext-web"]
+        assert [c.rsplit(".", 1)[0] for c in podman_service.containers()] == ["ext-web"]
     finally:
         rc = dev.stop(signal.SIGINT)
     assert rc == 0, dev.output
