@@ -130,6 +130,13 @@ class Backend(Protocol):
         """Create and start the container; return once its process runs."""
         ...
 
+    # Optional: ``async def adopt(self, request: LaunchRequest) -> ContainerHandle | None``.
+    # Called after open() and before cleanup() by a daemon that finds, in its state dir, that
+    # an earlier daemon ran request.service_id with this very spec. Return a handle on that
+    # container if it still runs (same PID; its output from where the earlier daemon stopped
+    # reading), or None (no such container, or the backend cannot adopt): cleanup() then
+    # removes it and the service starts afresh. A backend without the method adopts nothing.
+
     async def close(self) -> None:
         """Release connections. Containers are stopped by the supervisor before this."""
         ...

@@ -68,7 +68,7 @@ def test_waits_for_containerd_survives_its_restart_and_cleans_up(
     assert containerd.containers(NS) == []
 
 
-def test_killed_extvisor_then_a_new_one_leaves_no_duplicate(
+def test_killed_extvisor_then_a_new_one_adopts_without_duplicate(
     daemon: DaemonProcess, containerd: ContainerdDaemon
 ) -> None:
     containerd.start()
@@ -80,7 +80,7 @@ def test_killed_extvisor_then_a_new_one_leaves_no_duplicate(
     daemon.socket.unlink(missing_ok=True)
     daemon.start()
     daemon.wait_state("ext-tick", "Running")
-    assert "removed 1 container(s) left by an earlier daemon: ext-tick" in daemon.log()
+    assert "adopted 1 container(s) left running by an earlier daemon: ext-tick" in daemon.log()
     assert sorted(containerd.containers(NS)) == ["ext-tick"]
     assert daemon.stop() == 0
     assert containerd.containers(NS) == []

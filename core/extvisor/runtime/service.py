@@ -42,6 +42,8 @@ class Service:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._container: ContainerHandle | None = None
+        self._adopted: ContainerHandle | None = None  #: left running by an earlier daemon
+        self.launched_hash: str | None = None  #: of the OCI spec of the running container
         self._noted = False
 
     # -- what the API shows ----------------------------------------------------------
@@ -97,6 +99,21 @@ class Service:
         assert self._task is not None
         await asyncio.shield(self._task)
 
+    def adopt(self, container: ContainerHandle) -> None:
+        """Go on supervising *container*, which an earlier daemon started for this service."""
+        if self.running:
+            raise RuntimeError(f"{self.id} is running already")
+        self._stop = asyncio.Event()
+        self._adopted = container
+        self._task = asyncio.create_task(self._run(), name=f"run {self.id}")
+
+    async def detach(self) -> None:
+        """End the run without touching its container (the supervisor detaches)."""
+        if self.running:
+            assert self._task is not None
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
     def fail(self, msg: str) -> None:
         """Mark the service Failed without running it (a dependency cycle, a bad rootfs)."""
         self.push(State.Failed, msg)
@@ -105,15 +122,16 @@ class Service:
 
     async def _run(self) -> None:
         try:
-            await self._wait_conditions()
-            self.push(State.Preparing, "Running pre state")
-            rootfs = self.sup.rootfs_of(self.spec)
-            try:
-                check_rootfs(self.spec, rootfs)
-                create_missing_sources(self.spec)
-            except (ContainerSpecError, OSError) as exc:
-                raise _Failed(f"Failed to run pre stage: {exc}") from None
-            self.push(State.Preparing, "Creating service runner")
+            if self._adopted is None:  # an adopted container runs already: its conditions held
+                await self._wait_conditions()
+                self.push(State.Preparing, "Running pre state")
+                rootfs = self.sup.rootfs_of(self.spec)
+                try:
+                    check_rootfs(self.spec, rootfs)
+                    create_missing_sources(self.spec)
+                except (ContainerSpecError, OSError) as exc:
+                    raise _Failed(f"Failed to run pre stage: {exc}") from None
+                self.push(State.Preparing, "Creating service runner")
             await self._run_with_restarts()
             self.push(State.Finished, "Service finished successfully")
         except _Stop:
@@ -190,14 +208,22 @@ class Service:
 
     async def _run_once(self) -> tuple[ExitStatus | None, str | None]:
         """Launch the container and wait for its end. A stop request raises _Stop after stopping it."""
-        try:
-            container = await self._launch()
-        except (BackendError, ContainerSpecError, OSError) as exc:
-            return None, str(exc)
+        container, self._adopted = self._adopted, None
+        how = "Adopted"
+        if container is None:
+            how = "Started"
+            try:
+                container = await self._launch()
+            except (BackendError, ContainerSpecError, OSError) as exc:
+                return None, str(exc)
         self._container = container
         self.pid = container.pid
         self.started_at = time.time()
-        self.push(State.Running, f"Started task {self.id} (PID {container.pid}) for container {self.id}")
+        if how == "Started":
+            self.push(State.Running, f"Started task {self.id} (PID {container.pid}) for container {self.id}")
+        else:
+            self.push(State.Running, f"Adopted task {self.id} (PID {container.pid}) for container {self.id}, "
+                                     "left running by an earlier daemon")
         notes = getattr(container, "notes", None)  # OCI settings the backend cannot express
         if notes and not self._noted:
             self._noted = True  # said once per service, not at every restart
@@ -218,7 +244,12 @@ class Service:
             stop.cancel()
             self._container = None
             self.pid = None
-            await self._delete(container)
+            if getattr(self.sup, "detaching", False):  # the daemon exits leaving it running
+                detach = getattr(container, "detach", None)
+                if detach is not None:
+                    detach()
+            else:
+                await self._delete(container)
         self.sup.pm.hook.extvisor_container_exited(service_id=self.id, status=status, stopped=stopped)
         if stopped:
             if trouble:  # stopped, but not by the runtime: say so rather than "finished successfully"

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from extvisor.runtime.adoption import save as save_record
+from extvisor.runtime.adoption import spec_hash
 from extvisor.runtime.configstore import ConfigStore
 from extvisor.runtime.hostservices import HostService
 from extvisor.runtime.host import Options
@@ -80,6 +82,7 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
         self.backend_ready = False
+        self.detaching = False  #: the daemon exits leaving containers running (adopted later)
         self._backend_lock = asyncio.Lock()
         self.stats = StatsCollector(self)  #: CPU, memory, processes of each service
 
@@ -134,6 +137,9 @@ class Supervisor:
     def publish(self, event: ServiceEvent) -> None:
         log.info("service[%s](%s): %s", event.service, event.state.value, event.msg,
                  extra={"service": event.service, "state": event.state.value})
+        service = self.services.get(event.service)
+        if service is not None:
+            save_record(self.options.state_dir, service)  # current even if the daemon is killed next
         self._changed.set()
         self._changed = asyncio.Event()
         for queue in list(self._subscribers):
@@ -195,6 +201,17 @@ class Supervisor:
     async def launch(self, spec: ServiceSpec) -> ContainerHandle:
         await self._ensure_backend()
         self.logs[spec.id].ensure_open()  # Talos: "error creating log"
+        request = self.request_for(spec)
+        service = self.services.get(spec.id)
+        if service is not None:
+            service.launched_hash = spec_hash(request.oci)  # recorded: a later daemon may adopt it
+        began = time.monotonic()
+        handle = await self.backend.launch(request)
+        self.stats.observe_start(spec.id, time.monotonic() - began)
+        return handle
+
+    def request_for(self, spec: ServiceSpec) -> LaunchRequest:
+        """What the backend is given to run *spec* now (also compared with a running one's)."""
         env_file = self.configs.read_environment_file(spec)
         esc_env, esc_mounts = self.configs.materialize(spec.name)
         oci = build_oci_spec(spec, self.rootfs_of(spec), env_file=env_file, extra_env=esc_env, extra_mounts=esc_mounts,
@@ -202,11 +219,7 @@ class Supervisor:
         self.pm.hook.extvisor_prepare_container(service_id=spec.id, spec=spec, oci=oci)
         state_dir = self.options.state_dir / "services" / spec.id
         state_dir.mkdir(parents=True, exist_ok=True)
-        request = LaunchRequest(spec.id, spec, oci, self.rootfs_of(spec), self.logs[spec.id], state_dir)
-        began = time.monotonic()
-        handle = await self.backend.launch(request)
-        self.stats.observe_start(spec.id, time.monotonic() - began)
-        return handle
+        return LaunchRequest(spec.id, spec, oci, self.rootfs_of(spec), self.logs[spec.id], state_dir)
 
     # -- the whole set -------------------------------------------------------------------
 
@@ -248,6 +261,13 @@ class Supervisor:
         self._tails.pop(service_id, None)
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def detach(self) -> None:
+        """Stop supervising, leaving every container running for the next daemon to adopt."""
+        self.detaching = True
+        await asyncio.gather(*(s.detach() for s in self.services.values()))
+        for service_log in self.logs.values():
+            service_log.close()
 
     def dependents(self, service_id: str) -> list[str]:
         return [s.id for s in self.services.values() if service_id in s.spec.service_dependencies()]

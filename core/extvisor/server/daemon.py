@@ -1,9 +1,11 @@
 """``extvisor daemon``: load services, run them, serve the API, stop everything on SIGTERM.
 
-Crash safety: the backend records its containers under ``--state-dir``. A new daemon asks
-the backend to remove whatever an earlier one left (``Backend.cleanup``) before it starts
-anything, so a service never runs twice and nothing is orphaned. A lock file keeps two
-daemons off one state directory.
+Crash safety: the backend records its containers under ``--state-dir``. A new daemon adopts
+the containers an earlier one left that still match their service files
+(``runtime/adoption.py``, ``Backend.adopt``) and asks the backend to remove the others
+(``Backend.cleanup``) before it starts anything, so a service never runs twice and nothing
+is orphaned. SIGUSR2 exits leaving every service running (restart, upgrade). A lock file
+keeps two daemons off one state directory.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from extvisor.runtime.hostservices import HostService
 from extvisor.plugins import PluginManager, get_plugin_manager
 from extvisor.protocols import INSTANCE_RE, Backend, BackendConfig, BackendUnavailable, instance_name
 from extvisor.records import LoadContext, LoadedService
+from extvisor.runtime.adoption import adopt_all
 from extvisor.runtime.supervisor import Options, Supervisor
 from extvisor.server.extensions import Extensions, ExtensionSettings, InstallError
 
@@ -187,11 +190,17 @@ class Daemon:
         self.extensions: Extensions | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self.detach = False
         self._tls_context: Any = None
         self._tls_server: Any = None
         self._tls_tasks: list[asyncio.Task] = []  # type: ignore[type-arg]
 
     def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_detach(self) -> None:
+        """SIGUSR2: exit leaving every service running; the next daemon adopts them."""
+        self.detach = True
         self._stop.set()
 
     def _backend(self) -> Backend:
@@ -234,11 +243,9 @@ class Daemon:
         log.info("loaded %d service(s) from %s; %d problem(s)", len(loaded), cfg.config_dir, len(findings))
         try:
             await backend.open()
-            removed = await backend.cleanup()
-            if removed:
-                log.warning("removed %d container(s) left by an earlier daemon: %s", len(removed), ", ".join(removed))
-            sup.backend_ready = True
+            opened = True
         except BackendUnavailable as exc:
+            opened = False
             log.warning("backend %s is not reachable yet (%s); services will wait for it", cfg.backend, exc)
         for item in loaded:
             try:  # one service that cannot be set up must not keep the others from running
@@ -247,9 +254,15 @@ class Daemon:
                 log.error("%s: cannot set up the service from %s: %s", item.spec.id, item.source, exc)  # type: ignore[union-attr]
         self.extensions = Extensions(cfg.state_dir, cfg.extensions, kinds, cfg.strict)
         try:
-            await self.extensions.attach(sup)  # after cleanup: no container of ours runs any more
+            await self.extensions.attach(sup)
         except InstallError as exc:
             raise DaemonError("extension refused: " + "; ".join(str(p) for p in exc.problems if p.severity == "error")) from None
+        if opened:  # every service known, extensions' too: adopt what an earlier daemon left running
+            adopted = await adopt_all(sup)
+            if adopted:
+                log.warning("adopted %d container(s) left running by an earlier daemon: %s", len(adopted),
+                            ", ".join(adopted))
+            sup.backend_ready = True
         self._warn_undeclared(sup)
         listeners = self._listeners()  # TLS files and TCP ports checked before anything starts
         sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
@@ -269,7 +282,11 @@ class Daemon:
             log.info("stopping every service")
             await notifier.stopping()
             watcher.cancel()
-            await self._shutdown_within(sup)
+            if self.detach:
+                log.info("detaching: every container keeps running for the next daemon to adopt")
+                await sup.detach()
+            else:
+                await self._shutdown_within(sup)
             server.should_exit = True
             if self._tls_server is not None:
                 self._tls_server.should_exit = True
@@ -413,6 +430,7 @@ async def main_async(config: DaemonConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGUSR2, daemon.request_detach)
     try:
         await daemon.run()
     except DaemonError as exc:

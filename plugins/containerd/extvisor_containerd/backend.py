@@ -89,6 +89,29 @@ class ContainerdBackend:
             removed.append(container.id)
         return sorted(removed)
 
+    async def adopt(self, request: LaunchRequest) -> ContainerdHandle | None:
+        """The running task of our container *request.service_id*, its FIFO reopened; or None."""
+        client = self._client()
+        cid = request.service_id
+        try:
+            got = await client.call(client.containers.Get, c.containers_pb2.GetContainerRequest(id=cid))
+            labels = got.container.labels
+            if labels.get(LABEL) != cid or not labels.get(FIFO_LABEL):
+                return None
+            task = await client.call(client.tasks.Get, c.tasks_pb2.GetRequest(container_id=cid))
+        except c.grpc.aio.AioRpcError as exc:
+            if c.is_not_found(exc):
+                return None
+            raise BackendError(c.describe(exc, f"{cid}: adopting")) from None
+        if task.process.status != c.task_pb2.Status.RUNNING:
+            return None  # ended while no daemon watched: cleanup removes it, the service starts again
+        try:
+            fifo = FifoReader(Path(labels[FIFO_LABEL]), request.log, reopen=True)
+        except OSError as exc:
+            log.warning("%s: cannot reopen its output %s: %s", cid, labels[FIFO_LABEL], exc)
+            return None
+        return ContainerdHandle(client, cid, int(task.process.pid), fifo)
+
     async def _remove_stale(self, cid: str) -> bool:
         """Remove our own container *cid* if no task of it runs (a launch cut short by a
         containerd restart leaves one); another daemon's, or a running one, stays."""
@@ -247,6 +270,12 @@ class ContainerdHandle:
         await self.fifo.drained(DRAIN_TIMEOUT if exited else 0)
         self.fifo.close()
         self.deleted = True
+
+    def detach(self) -> None:
+        """The daemon exits leaving the task running: stop waiting and reading, keep the FIFO."""
+        if not self._exit.done():
+            self._exit.cancel()
+        self.fifo.detach()
 
     def __repr__(self) -> str:
         return f"ContainerdHandle({self.id!r}, pid={self.pid})"

@@ -26,11 +26,16 @@ class LogSink(Protocol):
 class FifoReader:
     """Create the FIFO at *path* and copy everything written to it into *sink*."""
 
-    def __init__(self, path: Path, sink: LogSink) -> None:
+    def __init__(self, path: Path, sink: LogSink, reopen: bool = False) -> None:
+        """With *reopen*, read the FIFO an earlier daemon made, where it stopped: the shim
+        keeps a read end of its own, so what was written meanwhile waits in the FIFO."""
         self.path = path
         self.sink = sink
-        remove_fifo(path)  # a stale one from a crashed run
-        os.mkfifo(path, 0o600)
+        if not reopen:
+            remove_fifo(path)  # a stale one from a crashed run
+            os.mkfifo(path, 0o600)
+        elif not stat.S_ISFIFO(os.lstat(path).st_mode):
+            raise FileNotFoundError(f"{path} is not a FIFO")
         self.fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self.loop = asyncio.get_running_loop()
         self.eof = self.loop.create_future()
@@ -72,6 +77,10 @@ class FifoReader:
             return True
         except TimeoutError:
             return False
+
+    def detach(self) -> None:
+        """Stop reading and leave the FIFO where it is, for the next daemon to reopen."""
+        self._detach()
 
     def close(self) -> None:
         """Read what is left without blocking, stop reading, remove the FIFO."""

@@ -1,0 +1,109 @@
+"""Services that outlive their daemon: what a daemon records, and how the next one adopts them.
+
+Each service's record, ``<state-dir>/services/<id>/service.json``, holds its restart counter,
+its last events and a hash of the OCI spec its container was launched with. It is rewritten
+at every event, so it is current when the daemon is killed. A new daemon on the same state
+dir reads it back (counter and history carried over), and offers the backend every service
+whose spec hashes the same as the one recorded (``Backend.adopt``); what is not adopted is
+removed by ``Backend.cleanup`` and starts afresh, and its first event says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from extvisor.state import ServiceEvent, State
+
+if TYPE_CHECKING:
+    from extvisor.runtime.service import Service
+    from extvisor.runtime.supervisor import Supervisor
+
+log = logging.getLogger("extvisor.adoption")
+
+RECORD = "service.json"
+
+
+def spec_hash(oci: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(oci, sort_keys=True).encode()).hexdigest()
+
+
+def record_path(state_dir: Path, service_id: str) -> Path:
+    return state_dir / "services" / service_id / RECORD
+
+
+def save(state_dir: Path, service: Service) -> None:
+    """Write *service*'s record atomically (a killed daemon leaves the old or the new one)."""
+    path = record_path(state_dir, service.id)
+    data = {
+        "restarts": service.restarts,
+        "spec": service.launched_hash if service.pid else None,  # only a running container is adoptable
+        "pid": service.pid,
+        "events": [e.model_dump(mode="json") for e in service.history.get()],
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("%s: cannot record the service in %s: %s", service.id, path, exc)
+
+
+def load(state_dir: Path, service_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(record_path(state_dir, service_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+async def adopt_all(sup: Supervisor) -> list[str]:
+    """Carry over every service's record, adopt what matches, remove the rest; return adopted ids."""
+    state_dir = sup.options.state_dir
+    adopt = getattr(sup.backend, "adopt", None)
+    adopted: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+    for service in sup.services.values():
+        record = load(state_dir, service.id)
+        if record is None:
+            continue
+        service.restarts = int(record.get("restarts") or 0)
+        for event in record.get("events") or []:
+            try:
+                service.history.push(ServiceEvent.model_validate(event))
+            except ValueError:
+                continue
+        if not record.get("spec"):
+            continue
+        try:
+            request = sup.request_for(service.spec)
+        except Exception as exc:  # an environment file gone, a config that does not load
+            reasons[service.id] = f"its container could not be checked ({exc})"
+            continue
+        if spec_hash(request.oci) != record["spec"]:
+            reasons[service.id] = "its spec changed"
+            continue
+        if adopt is None:
+            reasons[service.id] = f"the {sup.backend_name} backend cannot adopt containers"
+            continue
+        handle = await adopt(request)
+        if handle is None:
+            reasons[service.id] = f"{sup.backend_name} cannot adopt it (it is gone, has exited, or its output is lost)"
+            continue
+        service.launched_hash = record["spec"]
+        adopted[service.id] = handle
+    removed = await sup.backend.cleanup(keep=frozenset(adopted))
+    for cid in removed:
+        service = sup.services.get(cid)
+        if service is None:
+            log.warning("stopped and removed %s, left by an earlier daemon: its service file is gone", cid)
+        else:
+            why = reasons.get(service.id, "it was not recorded as running")
+            service.push(State.Initialized, f"Replacing the container an earlier daemon left running: {why}")
+    for sid, handle in adopted.items():
+        sup.services[sid].adopt(handle)
+    return sorted(adopted)
