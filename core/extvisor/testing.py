@@ -427,3 +427,34 @@ class BackendContract:
         assert not done, "cleanup() removed a container it was told to keep"
         await kept.delete()
         await asyncio.wait_for(wait, self.wait_timeout)
+
+    async def test_adopt_by_a_new_instance(self, harness: Harness, backend_factory: Callable[[], Backend]) -> None:
+        """A backend with ``adopt`` hands a new instance the running container, same PID, with
+        the output written while nobody read; without it, cleanup() removes the container."""
+        spec = harness.spec("adopt", "echo one; read x < /dev/null; sleep 0.5; echo two; sleep 1000")
+        request = harness.request(spec)
+        first = await harness.backend.launch(request)
+        harness.handles.append(first)
+        await request.log.wait_for(b"one\n")
+        detach = getattr(first, "detach", None)
+        if detach is not None:
+            detach()  # as a daemon leaving with SIGUSR2
+        other = backend_factory()
+        await other.open()
+        try:
+            adopt = getattr(other, "adopt", None)
+            sink = CollectingSink()
+            again = harness.request(spec, sink)
+            handle = await adopt(again) if adopt is not None else None
+            if handle is None:
+                assert await other.cleanup() == [spec.id]
+                return
+            assert handle.pid == first.pid
+            await sink.wait_for(b"two\n")  # written after the first instance stopped reading
+            assert "one" not in sink.text()
+            assert await other.cleanup(keep=frozenset({spec.id})) == []
+            await handle.signal(signal.SIGKILL)
+            assert (await asyncio.wait_for(handle.wait(), self.wait_timeout)).signal == signal.SIGKILL
+            await handle.delete()
+        finally:
+            await other.close()
