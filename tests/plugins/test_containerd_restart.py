@@ -202,7 +202,7 @@ def test_registered_as_a_plugin() -> None:
     assert kind.factory is ContainerdBackend
     assert [(o.flag, o.default) for o in kind.options] == [
         ("containerd-address", "/run/containerd/containerd.sock"),
-        ("containerd-namespace", "extvisor"),
+        ("containerd-namespace", ""),  # empty: extvisor-<instance>, one namespace per daemon
     ]
 
 
