@@ -195,11 +195,18 @@ async def test_labels_mark_containers(harness: Harness, daemon: ContainerdDaemon
     await handle.delete()
 
 
-def test_registered_as_a_plugin() -> None:
+def test_registered_as_a_plugin(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from extvisor import BackendConfig
     from extvisor.plugins import get_plugin_manager
 
     kind = get_plugin_manager().backends()["containerd"]
-    assert kind.factory is ContainerdBackend
+    assert isinstance(kind.factory(BackendConfig(state_dir=tmp_path, options={})), ContainerdBackend)
+    # Registering the plugin does not load gRPC: a daemon on runc does not pay for it.
+    probe = "import sys; from extvisor.plugins import get_plugin_manager; get_plugin_manager(); print('grpc' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
     assert [(o.flag, o.default) for o in kind.options] == [
         ("containerd-address", "/run/containerd/containerd.sock"),
         ("containerd-namespace", ""),  # empty: extvisor-<instance>, one namespace per daemon
