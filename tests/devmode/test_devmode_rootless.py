@@ -58,6 +58,13 @@ def _need(ok: bool, what: str) -> None:
         pytest.fail(what)
 
 
+def _owner(proc: str) -> int | None:
+    try:
+        return os.stat(proc).st_uid
+    except OSError:
+        return None
+
+
 @pytest.fixture
 def user() -> Iterator[User]:
     _need(os.geteuid() == 0, "making a user needs root")
@@ -86,12 +93,19 @@ def user() -> Iterator[User]:
             os.chown(path, u.uid, u.gid)
         yield u
     finally:
-        pause = base / "run" / "libpod" / "tmp" / "pause.pid"  # rootless podman's namespace keeper
-        if pause.exists():
-            try:
-                os.kill(int(pause.read_text().strip()), signal.SIGKILL)
-            except (ValueError, ProcessLookupError):
-                pass
+        # Everything still running as this user is ours (the user exists for this test only):
+        # rootless podman re-executes itself in its user namespace and keeps a pause process.
+        uid = pwd.getpwnam(name).pw_uid
+        for _ in range(50):
+            left = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and _owner(e.path) == uid]
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
         subprocess.run(["userdel", name], capture_output=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(base)], capture_output=True)
 
