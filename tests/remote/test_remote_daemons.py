@@ -153,6 +153,24 @@ def test_node_with_explicit_port_and_endpoints_as_nodes(cluster: Cluster) -> Non
     assert r.stdout.splitlines()[0].split() == ["NODE", f"{IPS[2]}:{cluster.port}"]
 
 
+def test_stats_processes_and_extensions_across_nodes(cluster: Cluster) -> None:
+    r = cluster.run("reader", "stats")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NODE", "SERVICE", "STATE"]
+    assert {(line.split()[0], line.split()[1]) for line in lines[1:]} >= {(ip, "ext-tick") for ip in IPS}
+    items = json.loads(cluster.run("reader", "stats", "-o", "json", "-n", IPS[1]).stdout)
+    assert {(i["node"], i["id"]) for i in items} == {(IPS[1], "ext-tick"), (IPS[1], "ext-idle")}
+    assert all(i["processes"] >= 1 and i["memory_bytes"] > 0 for i in items)
+    procs = json.loads(cluster.run("reader", "processes", "ext-idle", "-o", "json").stdout)
+    assert sorted(p["node"] for p in procs) == IPS
+    assert all("sleep" in p["command"] for p in procs)
+    r = cluster.run("reader", "extensions", "-n", f"{IPS[0]},127.0.0.99:1")
+    assert r.returncode == 1  # one node failed: named on stderr, the other's answer stands
+    assert "127.0.0.99:1" in r.stderr and IPS[0] not in r.stderr
+    assert json.loads(cluster.run("reader", "extensions", "-o", "json").stdout) == []
+
+
 def test_service_logs_and_events_per_node(cluster: Cluster) -> None:
     r = cluster.run("reader", "service", "ext-tick")
     assert r.returncode == 0, r.stderr

@@ -10,6 +10,10 @@ import click
 
 from extvisor.client.http import ClientError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from extvisor.client.nodes import Fleet, Outcome
+
 socket_option = click.option(
     "--socket", "socket_path", envvar="EXTVISOR_SOCKET", default=None,
     help="The daemon's API socket [env EXTVISOR_SOCKET; default /run/extvisor/extvisor.sock].",
@@ -35,6 +39,27 @@ def node_options(fn):  # type: ignore[no-untyped-def]
 def node_error(label: str, message: str) -> None:
     """One line on stderr naming the node that failed."""
     click.echo(f"error: {label}: {message}", err=True)
+
+
+def answers(fl: Fleet, outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes that succeeded; each failure said on stderr. The local socket alone fails as before."""
+    if not fl.remote:
+        if outcomes[0].error is not None:
+            raise ClientError(outcomes[0].error)
+        return outcomes
+    for o in outcomes:
+        if o.error is not None:
+            node_error(o.target.label, o.error)
+    return [o for o in outcomes if o.error is None]
+
+
+def finish(outcomes: list[Outcome]) -> None:
+    if any(o.error is not None for o in outcomes):
+        sys.exit(1)
+
+
+def with_node(label: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {"node": label, **item}
 
 
 def emit(data: Any, output: str) -> None:

@@ -1,4 +1,9 @@
-"""``extvisor extensions``: list, install, remove (through the daemon) and validate (locally)."""
+"""``extvisor extensions``: list, install, remove (through the daemon) and validate (locally).
+
+List, install and remove take ``-n/--nodes`` like every client command, on the group or the
+subcommand: with nodes, a NODE column (a ``node`` key in json/yaml), ``<node>: `` before
+progress lines, and one stderr line per node that failed.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +13,65 @@ from typing import Any
 
 import click
 
-from extvisor.cli.common import emit, output_option, run, socket_option
+from extvisor.cli.common import answers, emit, finish, node_error, node_options, output_option, run, socket_option, with_node
 
 REFS = "REF is skopeo's syntax: docker://HOST[:PORT]/REPO:TAG (or @sha256:...), oci:DIR[:TAG], " \
        "oci-archive:FILE, docker-archive:FILE; a bare HOST/REPO:TAG is docker://; tarball:FILE " \
        "is a plain tar of manifest.yaml and rootfs/."  # fmt: skip
 
 
-def _client(socket_path: str | None):  # type: ignore[no-untyped-def]
-    from extvisor.client.http import Client
+def _fleet(ctx: click.Context, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
+           context: str | None, config_file: str | None):  # type: ignore[no-untyped-def]
+    """The daemons to talk to: the subcommand's flags, else the group's."""
+    from extvisor.client.nodes import fleet
 
-    return Client(socket_path)
+    group = ctx.obj or {}
+    return fleet(socket_path or group.get("socket"), config_file or group.get("config_file"),
+                 context or group.get("context"), nodes or group.get("nodes", ()),
+                 endpoints or group.get("endpoints", ()))  # fmt: skip
 
 
 def _short(digest: str) -> str:
     return digest[:19] if digest.startswith("sha256:") else digest
 
 
-def _table(items: list[dict[str, Any]]) -> str:
+def _table(items: list[dict[str, Any]], remote: bool = False) -> str:
     from extvisor.client.format import table
 
-    rows = [["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "SERVICES"]]
-    rows += [[i["id"], i["name"], i["version"], i["author"], _short(i["digest"]), ",".join(i["services"]) or "-"] for i in items]
+    head = ["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "SERVICES"]
+    rows = [["NODE", *head] if remote else head]
+    for i in items:
+        row = [i["id"], i["name"], i["version"], i["author"], _short(i["digest"]), ",".join(i["services"]) or "-"]
+        rows.append([i["node"], *row] if remote else row)
     return table(rows)
 
 
 @click.group("extensions", invoke_without_command=True, help=f"Talos system extension images.\n\n{REFS}")
 @socket_option
+@node_options
 @output_option
 @click.pass_context
-def extensions(ctx: click.Context, socket_path: str | None, output: str) -> None:
+def extensions(ctx: click.Context, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
+               context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
     """With no subcommand: list the installed extensions (ID NAME VERSION AUTHOR DIGEST SERVICES)."""
-    ctx.ensure_object(dict)["socket"] = socket_path
+    ctx.ensure_object(dict).update(socket=socket_path, nodes=nodes, endpoints=endpoints, context=context,
+                                   config_file=config_file)  # fmt: skip
     if ctx.invoked_subcommand is not None:
         return
 
     def go() -> None:
         from extvisor.client.extensions import list_extensions
 
-        items = list_extensions(_client(socket_path))
+        fl = _fleet(ctx, socket_path, nodes, endpoints, context, config_file)
+        outcomes = fl.each(list_extensions)
+        ok = answers(fl, outcomes)
+        items = [with_node(o.target.label, i) for o in ok for i in o.value] if fl.remote else ok[0].value
         if output == "table":
-            click.echo(_table(items) if items else "no extension installed")
+            if items or not fl.remote:
+                click.echo(_table(items, fl.remote) if items else "no extension installed")
         else:
             emit(items, output)
+        finish(outcomes)
 
     run(go)
 
@@ -59,44 +80,57 @@ def extensions(ctx: click.Context, socket_path: str | None, output: str) -> None
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @click.option("--strict", is_flag=True, help="Refuse on warnings too (a file another extension provides...).")
 @socket_option
+@node_options
 @output_option
 @click.pass_context
-def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, socket_path: str | None, output: str) -> None:
+def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, socket_path: str | None, nodes: tuple[str, ...],
+            endpoints: tuple[str, ...], context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
     """Install images, or upgrade the extensions of the same name; their services start.
 
     Progress goes to stderr; each refused image is listed with every problem and the exit
     code is 1.
     """
-    socket_path = socket_path or ctx.obj.get("socket")
 
     def go() -> None:
         from extvisor.client.extensions import install as do_install
 
-        installed, failed = [], 0
-        last = ""
-        for line in do_install(_client(socket_path), list(refs), os.getcwd(), strict):
+        fl = _fleet(ctx, socket_path, nodes, endpoints, context, config_file)
+        installed: list[dict[str, Any]] = []
+        failed = [0]
+        last: dict[str, str] = {}
+
+        def show(target, line: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+            node = f"{target.label}: " if fl.remote else ""
             if "progress" in line:
-                p = line["progress"]
-                text = _progress(p)
-                if text and text != last:
-                    click.echo(text, err=True)
-                    last = text
+                text = _progress(line["progress"])
+                if text and text != last.get(node):
+                    click.echo(node + text, err=True)
+                    last[node] = text
             elif "installed" in line:
                 item = line["installed"]
-                installed.append(item)
+                installed.append(with_node(target.label, item) if fl.remote else item)
                 for w in item.get("warnings", []):
-                    click.echo(f"{item['name']}: {w}", err=True)
+                    click.echo(f"{node}{item['name']}: {w}", err=True)
                 if output == "table":
-                    click.echo(f"installed {item['name']} {item['version']} ({item['digest']}): "
+                    click.echo(f"{node}installed {item['name']} {item['version']} ({item['digest']}): "
                                f"services {', '.join(item['services']) or 'none'}")  # fmt: skip
             elif "error" in line:
-                failed += 1
-                click.echo(f"error: {line['error']}", err=True)
+                failed[0] += 1
+                click.echo(f"error: {node}{line['error']}", err=True)
                 for p in line.get("problems", []):
                     click.echo(f"  {p['text']}", err=True)
+
+        def broke(target, message: str) -> None:  # type: ignore[no-untyped-def]
+            failed[0] += 1
+            if fl.remote:
+                node_error(target.label, message)
+            else:
+                click.echo(f"error: {message}", err=True)
+
+        fl.stream(lambda c: do_install(c, list(refs), os.getcwd(), strict), show, broke)
         if output != "table":
             emit(installed, output)
-        if failed:
+        if failed[0]:
             sys.exit(1)
 
     run(go)
@@ -115,17 +149,23 @@ def _progress(p: dict[str, Any]) -> str:
 @extensions.command("remove")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @socket_option
+@node_options
 @click.pass_context
-def remove(ctx: click.Context, names: tuple[str, ...], socket_path: str | None) -> None:
+def remove(ctx: click.Context, names: tuple[str, ...], socket_path: str | None, nodes: tuple[str, ...],
+           endpoints: tuple[str, ...], context: str | None, config_file: str | None) -> None:  # fmt: skip
     """Stop an extension's services and remove every file it brought."""
-    socket_path = socket_path or ctx.obj.get("socket")
 
     def go() -> None:
         from extvisor.client.extensions import remove as do_remove
 
-        client = _client(socket_path)
+        fl = _fleet(ctx, socket_path, nodes, endpoints, context, config_file)
+        outcomes = []
         for name in names:
-            click.echo(do_remove(client, name)["message"])
+            results = fl.each(lambda c: do_remove(c, name))  # noqa: B023
+            outcomes += results
+            for o in answers(fl, results):
+                click.echo(f"{o.target.label}: {o.value['message']}" if fl.remote else o.value["message"])
+        finish(outcomes)
 
     run(go)
 

@@ -15,31 +15,11 @@ from typing import Any
 
 import click
 
-from extvisor.cli.common import complete_service_id, emit, node_error, node_options, output_option, run, socket_option
+from extvisor.cli.common import (
+    answers, complete_service_id, emit, finish, node_error, node_options, output_option, run, socket_option, with_node,
+)
 from extvisor.client.format import go_duration, health_text, table
-from extvisor.client.http import ClientError
-from extvisor.client.nodes import Fleet, Outcome, fleet
-
-
-def answers(fl: Fleet, outcomes: list[Outcome]) -> list[Outcome]:
-    """The outcomes that succeeded; each failure said on stderr. The local socket alone fails as before."""
-    if not fl.remote:
-        if outcomes[0].error is not None:
-            raise ClientError(outcomes[0].error)
-        return outcomes
-    for o in outcomes:
-        if o.error is not None:
-            node_error(o.target.label, o.error)
-    return [o for o in outcomes if o.error is None]
-
-
-def finish(outcomes: list[Outcome]) -> None:
-    if any(o.error is not None for o in outcomes):
-        sys.exit(1)
-
-
-def with_node(label: str, item: dict[str, Any]) -> dict[str, Any]:
-    return {"node": label, **item}
+from extvisor.client.nodes import fleet
 
 
 @click.command()

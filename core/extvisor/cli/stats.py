@@ -1,4 +1,8 @@
-"""``extvisor stats`` and ``extvisor processes``, in the shape of talosctl's."""
+"""``extvisor stats`` and ``extvisor processes``, in the shape of talosctl's.
+
+Both take ``-n/--nodes`` like every client command: with nodes, a NODE column (a ``node``
+key in json/yaml) and one stderr line per node that failed.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,22 @@ import time
 
 import click
 
-from extvisor.cli.common import complete_service_id, emit, output_option, run, socket_option
+from extvisor.cli.common import (
+    answers, complete_service_id, emit, finish, node_options, output_option, run, socket_option, with_node,
+)
 from extvisor.client.format import go_duration, human_bytes, table
-from extvisor.client.http import Client
+from extvisor.client.nodes import Fleet, fleet
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: --watch redraws in place
 
 
-def stats_table(items: list[dict]) -> str:
+def _node_column(rows: list[list[str]], items: list[dict], remote: bool) -> list[list[str]]:
+    if not remote:
+        return rows
+    return [["NODE", *rows[0]], *([i["node"], *r] for i, r in zip(items, rows[1:]))]
+
+
+def stats_table(items: list[dict], remote: bool = False) -> str:
     rows = [["SERVICE", "STATE", "PID", "CPU%", "CPU TIME", "MEMORY", "RSS", "PROCS", "RESTARTS", "UPTIME"]]
     for s in items:
         running = s["pid"] is not None
@@ -28,23 +40,31 @@ def stats_table(items: list[dict]) -> str:
             str(s["processes"]), str(s["restarts"]),
             go_duration(s["uptime_seconds"]) if running else "-",
         ])  # fmt: skip
-    return table(rows)
+    return table(_node_column(rows, items, remote))
 
 
-def processes_table(items: list[dict]) -> str:
+def processes_table(items: list[dict], remote: bool = False) -> str:
     rows = [["SERVICE", "PID", "STATE", "THREADS", "CPU%", "CPU TIME", "RSS", "COMMAND"]]
     for p in items:
         rows.append([
             p["service"], str(p["pid"]), p["state"], str(p["threads"]), f"{p['cpu_percent']:.1f}",
             f"{p['cpu_seconds']:.2f}s", human_bytes(p["rss_bytes"]), p["command"][:120],
         ])  # fmt: skip
-    return table(rows)
+    return table(_node_column(rows, items, remote))
+
+
+def _gather(fl: Fleet, call, table_of):  # type: ignore[no-untyped-def]
+    """Ask every node; the items (with ``node`` when remote), their table, and the outcomes."""
+    outcomes = fl.each(call)
+    ok = answers(fl, outcomes)
+    items = [with_node(o.target.label, i) for o in ok for i in o.value] if fl.remote else ok[0].value
+    return items, table_of(items, fl.remote), outcomes
 
 
 def _repeat(show, watch: bool, interval: float, output: str, title: str) -> None:  # type: ignore[no-untyped-def]
     """Print once, or with --watch again every *interval*: tables in place, json one line each."""
     while True:
-        data, text = show()
+        data, text, outcomes = show()
         if output == "json" and watch:
             click.echo(json.dumps(data))
         elif output != "table":
@@ -56,25 +76,26 @@ def _repeat(show, watch: bool, interval: float, output: str, title: str) -> None
         else:
             click.echo(text)
         if not watch:
-            return
+            return finish(outcomes)
         time.sleep(interval)
 
 
 @click.command()
 @click.option("-w", "--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
-@click.option("-n", "--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
               help="Seconds between refreshes with --watch.")  # fmt: skip
 @socket_option
+@node_options
 @output_option
-def stats(watch: bool, interval: float, socket_path: str | None, output: str) -> None:
+def stats(watch: bool, interval: float, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
+          context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
     """Each service's CPU (percent of one core, seconds), memory, processes, restarts, uptime."""
 
     def go() -> None:
-        client = Client(socket_path)
+        fl = fleet(socket_path, config_file, context, nodes, endpoints)
 
         def show():  # type: ignore[no-untyped-def]
-            items = client.stats()
-            return items, stats_table(items)
+            return _gather(fl, lambda c: c.stats(), stats_table)
 
         _repeat(show, watch, interval, output, "extvisor stats")
 
@@ -85,21 +106,24 @@ def stats(watch: bool, interval: float, socket_path: str | None, output: str) ->
 @click.argument("service_id", required=False, shell_complete=complete_service_id)
 @click.option("-s", "--sort", type=click.Choice(["service", "cpu", "rss"]), default="service", show_default=True)
 @click.option("-w", "--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
-@click.option("-n", "--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
 @socket_option
+@node_options
 @output_option
 def processes(service_id: str | None, sort: str, watch: bool, interval: float, socket_path: str | None,
+              nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None, config_file: str | None,
               output: str) -> None:  # fmt: skip
     """The processes of one service, or of every service: host PID, state, CPU, memory, command."""
 
     def go() -> None:
-        client = Client(socket_path)
+        fl = fleet(socket_path, config_file, context, nodes, endpoints)
         key = {"service": lambda p: (p["service"], p["pid"]), "cpu": lambda p: -p["cpu_percent"],
                "rss": lambda p: -p["rss_bytes"]}[sort]  # fmt: skip
 
         def show():  # type: ignore[no-untyped-def]
-            items = sorted(client.processes(service_id), key=key)
-            return items, processes_table(items)
+            items, _, outcomes = _gather(fl, lambda c: c.processes(service_id), processes_table)
+            items = sorted(items, key=key)
+            return items, processes_table(items, fl.remote), outcomes
 
         _repeat(show, watch, interval, output, f"extvisor processes {service_id or ''}".rstrip())
 
