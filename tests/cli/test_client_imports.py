@@ -21,6 +21,9 @@ FORBIDDEN = (
     "podman", "prometheus_client", "psutil", "watchfiles", "pyroute2",
     "extvisor.server", "extvisor.runtime", "extvisor.spec", "extvisor.devmode", "extvisor.dashboard",
     "extvisor.extensions", "extvisor_runc", "extvisor_containerd", "extvisor_podman", "extvisor_conditions",
+    # remote nodes: only when a node is named or a client configuration exists
+    "cryptography", "ssl", "concurrent.futures", "extvisor.remote.talosconfig", "extvisor.remote.nodes",
+    "extvisor.remote.tls", "extvisor.remote.certs", "extvisor.remote.failures",
 )
 TABLE_ONLY = ("yaml",)  # -o yaml needs PyYAML; a table does not
 

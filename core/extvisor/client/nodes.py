@@ -15,15 +15,19 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extvisor.client.http import SOCKET_ENV, Client, ClientError
 from extvisor.client.wire import Address
-from extvisor.remote.failures import REFUSED_HANDSHAKE, certificate_hint
-from extvisor.remote.nodes import AddressError, Node, resolve, split_list
-from extvisor.remote.talosconfig import Config, ConfigError, Context, config_path
+from extvisor.remote.where import config_file as where_config
+
+if TYPE_CHECKING:
+    from extvisor.remote.nodes import Node
+    from extvisor.remote.talosconfig import Context
+
+# The rest of extvisor.remote is loaded only when a node is named or a client configuration
+# exists: a call against the local socket does not pay for it (docs/performance.md).
 
 
 @dataclass
@@ -57,6 +61,10 @@ class Fleet:
 
     def explain(self, message: str) -> str:
         """Add what is wrong with our own certificate to a refused handshake, once looked up."""
+        if not self.remote:
+            return message
+        from extvisor.remote.failures import REFUSED_HANDSHAKE, certificate_hint
+
         if REFUSED_HANDSHAKE not in message:
             return message
         if not self._hint:
@@ -74,6 +82,8 @@ class Fleet:
 
         if len(self.targets) == 1:
             return [one(self.targets[0])]
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(len(self.targets), 64)) as pool:
             return list(pool.map(one, self.targets))
 
@@ -110,10 +120,14 @@ class Fleet:
 def fleet(socket_path: str | None = None, config_file: str | None = None, context: str | None = None,
           nodes: Iterable[str] = (), endpoints: Iterable[str] = (), timeout: float = 30.0) -> Fleet:  # fmt: skip
     """The daemons a command goes to; :class:`ClientError` when that cannot be worked out."""
-    nodes, endpoints = split_list(nodes), split_list(endpoints)
-    asked = bool(nodes or endpoints or context or config_file)
-    if not asked and (socket_path or os.environ.get(SOCKET_ENV)):
+    named = any(v.strip(", ") for v in (*nodes, *endpoints))
+    asked = bool(named or context or config_file)
+    if not asked and (socket_path or os.environ.get(SOCKET_ENV) or not os.path.exists(where_config())):
         return Fleet([Target(None, Client(socket_path, timeout=timeout))])
+    from extvisor.remote.nodes import AddressError, split_list
+    from extvisor.remote.talosconfig import Config, ConfigError, config_path
+
+    nodes, endpoints = split_list(nodes), split_list(endpoints)
     try:
         cfg = Config.load(config_path(config_file))
         if not asked:
@@ -132,6 +146,7 @@ def fleet(socket_path: str | None = None, config_file: str | None = None, contex
 
 
 def _remote(ctx: Context, nodes: list[str], endpoints: list[str], timeout: float) -> Fleet:
+    from extvisor.remote.nodes import resolve
     from extvisor.remote.tls import TLSConfigError, client_context
 
     ca, crt, key = ctx.ca_pem, ctx.crt_pem, ctx.key_pem

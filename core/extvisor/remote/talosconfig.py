@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_ENV = "EXTVISOR_CONFIG"
+from extvisor.remote.where import CONFIG_ENV, config_file
+
+__all__ = ["CONFIG_ENV", "Config", "ConfigError", "Context", "config_path", "default_path"]
 
 
 class ConfigError(Exception):
@@ -30,11 +32,11 @@ class ConfigError(Exception):
 
 
 def default_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or Path.home() / ".extvisor" / "config")
+    return Path(config_file())
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    return Path(explicit) if explicit else default_path()
+    return Path(config_file(explicit))
 
 
 def _b64(data: str | bytes | None) -> str:
