@@ -10,166 +10,38 @@ that raises, and only :class:`LoadError`). ``depends`` keys come from the condit
 plugins register, so this module takes the kinds registry as an argument.
 
 This module is also the core's own plugin: ``extvisor_load_services`` reads the config dir.
+Findings and the shaping of data live in ``report``, file reading in ``files``,
+ExtensionServiceConfig documents in ``configdocs``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import stat
-import types
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from extvisor import hookimpl
 from extvisor.spec.findings import Finding, LoadError, SpecWarning
-from extvisor.spec.models import NAME_RE, Dependency, ExtensionServiceConfig, ServiceSpec
+from extvisor.spec.models import NAME_RE, Dependency, ServiceSpec
 from extvisor.records import ConditionKind, LoadContext, LoadedService
-from extvisor.spec.yamlio import Document, Parsed, Pos, dotted, parse
+from extvisor.spec.yamlio import Document, Parsed, Pos, parse
+
+# Split out of this module; importers of these names from here keep working.
+from extvisor.spec.configdocs import is_config_stream, load_config_documents, load_config_text  # noqa: E402,F401
+from extvisor.spec.files import MAX_FILE_BYTES, read_file, yaml_files  # noqa: E402,F401
+from extvisor.spec.report import (  # noqa: E402,F401
+    CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, RESTARTS, _describe, _errors, _finding, _finish, _prepare, _q, _Report,
+)  # fmt: skip
 
 log = logging.getLogger("extvisor.loader")
 
 Kinds = Mapping[str, ConditionKind]
-RESTARTS = "always, never, untilSuccess"
-CONFIG_KIND = "ExtensionServiceConfig"
-NO_YAML = "no *.yaml files here"
-NO_FILE = "no such file or directory"
-NO_CONFIG = f"no {CONFIG_KIND} document (other kinds are not checked)"
-
-
-def _finding(file: str, pos: Pos, severity: str, field: str, message: str) -> Finding:
-    return Finding(file, pos[0], pos[1], severity, field, message)  # type: ignore[arg-type]
-
-
-def _q(value: str) -> str:
-    """Quote like Go's ``%q``: ``"FOO"``."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-class _Report:
-    """Findings for one document; turns a data path into the position of its key or value."""
-
-    def __init__(self, filename: str, doc: Document):
-        self.filename = filename
-        self.doc = doc
-        self.findings: list[Finding] = []
-
-    def add(self, severity: str, path: tuple, message: str, at: str = "value") -> None:
-        path = tuple(path)
-        if at == "key":
-            pos = self.doc.key_pos(path)
-        elif at == "parent":
-            pos = self.doc.value_pos(path[:-1])
-        else:
-            pos = self.doc.values.get(path) or self.doc.key_pos(path)
-        self.findings.append(_finding(self.filename, pos, severity, dotted(path), message))
-
-    def error(self, path: tuple, message: str, at: str = "value") -> None:
-        self.add("error", path, message, at)
-
-    def warn(self, path: tuple, message: str, at: str = "value") -> None:
-        self.add("warning", path, message, at)
-
-    def pydantic(self, exc: ValidationError, prefix: tuple = ()) -> None:
-        for err in exc.errors(include_url=False):
-            loc = (*prefix, *err["loc"])
-            kind = err["type"]
-            if kind == "missing":
-                self.error(loc, f"missing {loc[-1]}", at="parent")
-            elif kind == "extra_forbidden":
-                self.error(loc, f"unknown key `{loc[-1]}`", at="key")
-            else:
-                self.error(loc, _message(err, loc))
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, str):
-        return _q(value)
-    if value is None:
-        return "null"
-    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else repr(value)
-
-
-def _message(err: Any, loc: tuple) -> str:
-    if loc == ("restart",):
-        return f"restart kind is invalid: {_describe(err.get('input'))} (one of {RESTARTS})"
-    if err["type"] in ("value_error", "assertion_error") and "error" in err.get("ctx", {}):
-        return str(err["ctx"]["error"])
-    return f"{err['msg']} (got {_describe(err.get('input'))})"
-
-
-# -- shaping raw data for the models -------------------------------------------------
-
-
-def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    """The model a field holds, and whether it holds a list of them."""
-    many = False
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return None, False
-            annotation = args[0]
-        elif origin is list and not many:
-            many, annotation = True, get_args(annotation)[0]
-        else:
-            break
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, many
-    return None, False
-
-
-def _prepare(data: Any, model: type[BaseModel], path: tuple, report: _Report, lenient: bool) -> Any:
-    """Drop null values (Go leaves the zero value) and, when *lenient*, unknown keys with a warning."""
-    if not isinstance(data, dict):
-        return data
-    fields: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        fields[name] = info
-        if info.alias:
-            fields[info.alias] = info
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        info = fields.get(key)
-        if info is None:
-            if lenient:
-                hint = _did_you_mean(str(key), model, fields)
-                report.warn((*path, key), f"unknown key `{key}` (ignored, as Talos does){hint}", at="key")
-            else:
-                out[key] = value  # the strict model reports it
-            continue
-        if value is None:
-            continue
-        sub, many = _model_of(info.annotation)
-        if sub is not None and many and isinstance(value, list):
-            value = [_prepare(v, sub, (*path, key, i), report, lenient) for i, v in enumerate(value)]
-        elif sub is not None and not many:
-            value = _prepare(value, sub, (*path, key), report, lenient)
-        out[key] = value
-    return out
-
-
-def _did_you_mean(key: str, model: type[BaseModel], fields: Mapping[str, Any]) -> str:
-    """A typo (``optons``) or a key one level off (``mounts`` at the top) is usually what it is."""
-    import difflib
-
-    close = difflib.get_close_matches(key, [str(f) for f in fields], n=1, cutoff=0.75)
-    if close:
-        return f"; did you mean `{close[0]}`?"
-    for name, info in model.model_fields.items():
-        sub, _ = _model_of(info.annotation)
-        if sub is not None and key in sub.model_fields:
-            return f"; did you mean `{name}.{key}` (indented under `{name}:`)?"
-    return ""
 
 
 # -- service specs -------------------------------------------------------------------
@@ -276,16 +148,6 @@ def _talos_rules(data: dict[str, Any], report: _Report) -> None:
         )
 
 
-def _finish(findings: list[Finding], strict: bool) -> list[Finding]:
-    if strict:
-        findings = [replace(f, severity="error") if f.severity == "warning" else f for f in findings]
-    return sorted(findings, key=lambda f: (f.line, f.column))
-
-
-def _errors(findings: Iterable[Finding]) -> bool:
-    return any(f.severity == "error" for f in findings)
-
-
 def _service(parsed: Parsed, filename: str, kinds: Kinds, strict: bool) -> tuple[LoadedService, Document | None]:
     findings: list[Finding] = []
     docs = parsed.documents
@@ -331,46 +193,9 @@ def load_service_text(data: bytes | str, filename: str, kinds: Kinds, strict: bo
     return _service(parse(data, filename), filename, kinds, strict)[0]
 
 
-MAX_FILE_BYTES = 1024 * 1024  #: a service or config file larger than this is skipped (docs/architecture.md)
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}  # fmt: skip
-
-
-def _read(path: Path) -> tuple[bytes | None, Finding | None]:
-    """The file's bytes, or why it was skipped: only regular files up to MAX_FILE_BYTES are read.
-
-    Opened non-blocking and checked before reading: a FIFO would hang the daemon, a device
-    (``/dev/zero``) never ends, a huge file costs memory for nothing.
-    """
-    def skipped(why: str) -> tuple[None, Finding]:
-        return None, Finding(str(path), 0, 0, "error", "", f"skipped: {why}")
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
-        return None, Finding(str(path), 0, 0, "error", "", f"cannot read: {exc.strerror or exc}")
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return skipped(f"{_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}, not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            return skipped(f"{st.st_size} bytes, larger than the {MAX_FILE_BYTES} byte limit")
-        chunks, total = [], 0
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > MAX_FILE_BYTES:  # grew while we read
-                return skipped(f"larger than the {MAX_FILE_BYTES} byte limit")
-        return b"".join(chunks), None
-    except OSError as exc:
-        return None, Finding(str(path), 0, 0, "error", "", f"cannot read: {exc.strerror or exc}")
-    finally:
-        os.close(fd)
-
-
 def load_service_file(path: str | os.PathLike[str], kinds: Kinds, strict: bool = False) -> LoadedService:
     """Load one service file. Never raises; ``spec`` is ``None`` on errors."""
-    data, problem = _read(Path(path))
+    data, problem = read_file(Path(path))
     if data is None:
         return LoadedService(str(path), None, [problem])  # type: ignore[list-item]
     return load_service_text(data, str(path), kinds, strict)
@@ -382,15 +207,6 @@ def parse_service(data: bytes | str, filename: str, kinds: Kinds, strict: bool =
     if loaded.spec is None:
         raise LoadError(loaded.findings)
     return loaded.spec
-
-
-def yaml_files(directory: Path) -> list[Path]:
-    """The files Talos reads in a directory: names ending exactly in ``.yaml``, in name order."""
-    try:
-        entries = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    return [directory / n for n in entries if n.endswith(".yaml") and not (directory / n).is_dir()]
 
 
 def _duplicate(loaded: LoadedService, first: str, pos: Pos, severity: str = "error") -> None:
@@ -418,7 +234,7 @@ def load_directory(config_dir: str | os.PathLike[str], kinds: Kinds, strict: boo
     out: list[LoadedService] = []
     positions: dict[int, Pos] = {}
     for path in yaml_files(Path(config_dir)):
-        data, problem = _read(path)
+        data, problem = read_file(path)
         if data is None:
             out.append(LoadedService(str(path), None, [problem]))  # type: ignore[list-item]
             continue
@@ -428,56 +244,6 @@ def load_directory(config_dir: str | os.PathLike[str], kinds: Kinds, strict: boo
         out.append(loaded)
     mark_duplicates(out, positions)
     return out
-
-
-# -- ExtensionServiceConfig ----------------------------------------------------------
-
-
-def is_config_stream(parsed: Parsed) -> bool:
-    """A machine-config stream has ``kind`` in some document; a service spec never does."""
-    return any(isinstance(d.data, dict) and "kind" in d.data for d in parsed.documents)
-
-
-def _configs(parsed: Parsed, filename: str) -> tuple[list[ExtensionServiceConfig], list[Finding]]:
-    findings: list[Finding] = [parsed.error] if parsed.error else []
-    configs: list[ExtensionServiceConfig] = []
-    seen: set[str] = set()
-    for doc in parsed.documents:
-        findings.extend(doc.findings)
-        if doc.data is None:
-            continue
-        if not isinstance(doc.data, dict):
-            message = f"a document must be a mapping (got {_describe(doc.data)})"
-            findings.append(_finding(filename, doc.start, "error", "", message))
-            continue
-        if doc.data.get("kind") != CONFIG_KIND:
-            continue  # other machine-config documents are not ours
-        report = _Report(filename, doc)
-        try:
-            data = _prepare(doc.data, ExtensionServiceConfig, (), report, lenient=False)
-            config = ExtensionServiceConfig.model_validate(data)
-        except ValidationError as exc:
-            report.pydantic(exc)
-            config = None
-        if config is not None and config.name in seen:
-            report.error(("name",), f"duplicate document: {CONFIG_KIND}/{config.name}")
-        findings.extend(report.findings)
-        if config is not None and not _errors(doc.findings + report.findings):
-            seen.add(config.name)
-            configs.append(config)
-    return configs, _finish(findings, False)
-
-
-def load_config_text(data: bytes | str, filename: str) -> tuple[list[ExtensionServiceConfig], list[Finding]]:
-    """The valid ExtensionServiceConfig documents of a stream, and every finding. Never raises."""
-    return _configs(parse(data, filename), filename)
-
-
-def load_config_documents(path: str | os.PathLike[str]) -> tuple[list[ExtensionServiceConfig], list[Finding]]:
-    data, problem = _read(Path(path))
-    if data is None:
-        return [], [problem]  # type: ignore[list-item]
-    return load_config_text(data, str(path))
 
 
 # -- the plugin side -----------------------------------------------------------------

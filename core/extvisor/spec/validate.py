@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from extvisor.spec.findings import Finding
-from extvisor.spec.loader import (  # the loader's own helpers: one reading of a file, two uses
-    CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, Kinds, _configs, _errors, _finding, _finish, _read, _service,
-    is_config_stream, yaml_files,
-)  # fmt: skip
+from extvisor.spec.configdocs import _configs, is_config_stream
+from extvisor.spec.files import read_file, yaml_files
+from extvisor.spec.loader import Kinds, _service  # the loader's own reading: one reading of a file, two uses
+from extvisor.spec.report import CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, _errors, _finding, _finish
 from extvisor.spec.yamlio import Pos, parse
 
 
@@ -40,7 +40,7 @@ class FileResult:
 
 
 def validate_file(path: Path, kinds: Kinds, strict: bool = False) -> FileResult:
-    data, problem = _read(path)
+    data, problem = read_file(path)
     if data is None:
         return FileResult(str(path), "unknown", [problem])  # type: ignore[list-item]
     parsed = parse(data, str(path))
