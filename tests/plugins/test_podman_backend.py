@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from podman_service import PodmanService, listing, podman_service  # noqa: F401  (fixture)
 
 from extvisor import BackendConfig, BackendUnavailable
-from extvisor.testing import BackendContract, Harness
+from extvisor.testing import BackendContract, CollectingSink, Harness
 from extvisor_podman import PodmanBackend
 from extvisor_podman.translate import LABEL, translate
 
@@ -99,6 +100,42 @@ class TestPodman(BackendContract):
         await handle.wait()
         assert "readonlyPaths /etc" in handle.notes
         await handle.delete()
+
+
+    async def test_adoption_reads_on_exactly_where_the_first_instance_stopped(
+        self, harness: Harness, backend_factory: Callable[[], PodmanBackend]
+    ) -> None:
+        """Not the contract's way out (adopt() returning None): podman adopts. A counter on
+        both streams goes on writing while nobody reads; the new instance reads on from the
+        recorded position: every line once, in order, same PID. The adopted container is
+        then stopped and removed like any other."""
+        script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); echo out $i; echo err $i >&2; done; echo end; sleep 1000"
+        spec = harness.spec("adoptflood", script)
+        request = harness.request(spec)
+        first = await harness.backend.launch(request)
+        harness.handles.append(first)
+        await request.log.wait_for(b"out 50\n")
+        first.detach()  # as a daemon leaving with SIGUSR2, while the counter runs
+        before = len(request.log.data)
+        other = backend_factory()
+        await other.open()
+        try:
+            sink = CollectingSink()
+            handle = await other.adopt(harness.request(spec, sink))
+            assert handle is not None and handle.pid == first.pid
+            await sink.wait_for(b"end\n", timeout=60)
+            assert len(request.log.data) == before  # the first instance stopped reading
+            lines = (request.log.text() + sink.text()).splitlines()
+            assert [x for x in lines if x.startswith("out ")] == [f"out {i}" for i in range(1, 20001)]
+            assert [x for x in lines if x.startswith("err ")] == [f"err {i}" for i in range(1, 20001)]
+            assert len(lines) == 40001
+            assert await other.cleanup(keep=frozenset({spec.id})) == []
+            await handle.signal(signal.SIGKILL)
+            assert (await asyncio.wait_for(handle.wait(), 30)).signal == signal.SIGKILL
+            await handle.delete()
+            assert leftovers_of(self.svc, spec.id) == []
+        finally:
+            await other.close()
 
 
 def _ns(kind: str) -> str:

@@ -1,8 +1,12 @@
 """The podman backend: one podman container per service run, through podman's REST API.
 
-podman-py is synchronous. Short calls run in ``asyncio.to_thread``; the two calls that
-block for a container's whole life (its output stream and its exit) get a thread of their
-own each, so many services cannot exhaust the event loop's default executor.
+podman-py is synchronous. Short calls run in ``asyncio.to_thread``; the calls that block
+for a container's whole life (its exit; a remote podman's output stream) get a thread of
+their own each, so many services cannot exhaust the event loop's default executor.
+
+A container's output comes from conmon's log file when podman runs on this host
+(``logfile.py``: a restarted daemon goes on where the last one stopped, ``adopt.py``), from
+the attach stream otherwise.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus
 from extvisor.oci import fit_to_host, fit_to_rootless
 from extvisor.oci.procs import watch_kill
 
+from .logfile import FileTail
 from .stream import LogPump
-from .translate import LABEL, OWNER_LABEL, PODMAN_LITTER, parse_ulimits, translate
+from .translate import LABEL, LITTER_LABEL, OWNER_LABEL, PODMAN_LITTER, parse_ulimits, translate
 
 log = logging.getLogger("extvisor.podman")
 
@@ -70,6 +75,14 @@ def start_hint(url: str) -> str:
             f"`podman system service --time=0 {url} &`")
 
 
+def log_path(attrs: dict[str, Any]) -> Path:
+    """conmon's k8s-file log of a container, from its inspect data."""
+    path = (attrs.get("HostConfig", {}).get("LogConfig") or {}).get("Path") or attrs.get("LogPath")
+    if not path:
+        raise BackendError("podman did not say where the container's log file is")
+    return Path(path)
+
+
 def _message(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc).strip()
@@ -82,7 +95,7 @@ def _not_found(exc: BaseException) -> bool:
 class PodmanContainer:
     """A running podman container; ``id`` is the service id, its name ``<id>.<instance>``."""
 
-    def __init__(self, backend: PodmanBackend, request: LaunchRequest, container: Any, pump: LogPump,
+    def __init__(self, backend: PodmanBackend, request: LaunchRequest, container: Any, pump: LogPump | FileTail,
                  notes: list[str], litter: list[Path]) -> None:  # fmt: skip
         self.id = request.service_id
         self.pid = 0
@@ -159,6 +172,12 @@ class PodmanContainer:
         await self._pump.drained()
         _remove_litter(self._litter)
 
+    def detach(self) -> None:
+        """The daemon exits leaving the container running: stop reading; conmon keeps writing
+        its log file, and the position read up to stays for the next daemon (``adopt.py``)."""
+        if isinstance(self._pump, FileTail):
+            self._pump.detach()
+
 
 def _signal_namespace(pid: int, signum: int) -> bool:
     """Send *signum* to every process in the PID namespace of *pid*; False if not possible.
@@ -215,6 +234,7 @@ class PodmanBackend:
         self.local = self.sock is not None
         self.client: Any = None
         self.rootless = False  #: podman runs without root (read from its info at open)
+        self.files = False  #: conmon's log files are readable here: output from them, adoption
         self._noted: dict[str, tuple[str, ...]] = {}
         # Several daemons (a node's, a dev mode's) may share one podman: each removes only its own.
         self.owner = str(config.state_dir)
@@ -237,6 +257,8 @@ class PodmanBackend:
         try:
             info = await asyncio.to_thread(client.info)
             self.rootless = bool(info.get("host", {}).get("security", {}).get("rootless"))
+            graph = str(info.get("store", {}).get("graphRoot") or "")
+            self.files = self.local and bool(graph) and os.access(graph, os.R_OK | os.X_OK)
         except Exception as exc:
             client.close()
             raise BackendUnavailable(f"podman at {self.url} did not say what it is: {_message(exc)}") from exc
@@ -300,22 +322,28 @@ class PodmanBackend:
         self._note(request.service_id, notes)
         litter = []
         if not body["rootfs_overlay"] and self.local:
-            litter = [p for p in (Path(body["rootfs"]) / n for n in PODMAN_LITTER) if not os.path.lexists(p)]
+            made = [n for n in PODMAN_LITTER if not os.path.lexists(Path(body["rootfs"]) / n)]
+            litter = [Path(body["rootfs"]) / n for n in made]
+            body.setdefault("labels", {})[LITTER_LABEL] = ",".join(made)  # removed after an adopted one too
         container = await self._create(client, body)
         pump = LogPump(request.log, name=request.service_id)
         handle = PodmanContainer(self, request, container, pump, notes, litter)
         try:
-            # Attach before start: conmon then hands over every byte, in the order it read them.
-            resp = await asyncio.to_thread(
-                client.api.post,
-                f"/containers/{container.id}/attach",
-                params={"stream": True, "stdout": True, "stderr": True, "logs": False},
-                stream=True,
-            )
-            resp.raise_for_status()
-            pump.start(resp)
+            if not self.files:
+                # Attach before start: conmon then hands over every byte, in the order it read them.
+                resp = await asyncio.to_thread(
+                    client.api.post,
+                    f"/containers/{container.id}/attach",
+                    params={"stream": True, "stdout": True, "stderr": True, "logs": False},
+                    stream=True,
+                )
+                resp.raise_for_status()
+                pump.start(resp)
             await asyncio.to_thread(container.start)
             await asyncio.to_thread(container.reload)
+            if self.files:  # conmon made its log file before the container ran: read from its start
+                handle._pump = FileTail(request.log, request.service_id, log_path(container.attrs),
+                                        Path(request.state_dir), container.id)  # fmt: skip
         except Exception as exc:
             await handle.delete()
             raise BackendError(f"podman could not start {request.service_id}: {_message(exc)}") from exc
@@ -348,6 +376,13 @@ class PodmanBackend:
             raise
         except Exception as exc:
             raise BackendError(f"podman could not create {body['name']}: {_message(exc)}") from exc
+
+    async def adopt(self, request: LaunchRequest) -> PodmanContainer | None:
+        """Our running container of *request.service_id*, its output read on from where the
+        earlier daemon stopped (``adopt.py``); or None."""
+        from .adopt import adopt
+
+        return await adopt(self, request)
 
     def _note(self, service_id: str, notes: list[str]) -> None:
         # Logged once per service (again if the list changes), not at every restart; the

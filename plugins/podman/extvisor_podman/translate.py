@@ -15,6 +15,7 @@ from typing import Any
 
 LABEL = "io.extvisor.service"
 OWNER_LABEL = "io.extvisor.owner"  # the state dir of the daemon that made it
+LITTER_LABEL = "io.extvisor.litter"  # mountpoints podman made in a writeable rootfs, to remove
 
 # podman mounts these itself with the same options; passing them would only duplicate.
 PODMAN_MOUNTS = {"/proc": "proc", "/dev": "tmpfs", "/dev/pts": "devpts", "/dev/shm": "tmpfs", "/dev/mqueue": "mqueue"}
