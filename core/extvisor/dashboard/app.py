@@ -26,13 +26,13 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input
 
 from extvisor.dashboard.feed import ApiError, Feed, Unreachable
+from extvisor.dashboard.keys import ServiceKeys
 from extvisor.dashboard.model import Model
 from extvisor.dashboard.monitor import HostLine, MonitorScreen
-from extvisor.dashboard.widgets import Banner, ConfirmStop, EventsPane, HeaderBar, LogPane, ServiceTable
+from extvisor.dashboard.widgets import Banner, EventsPane, HeaderBar, LogPane, ServiceTable
 
 LOG_TAIL = 500  # lines of history shown when a service is selected
 LOG_MAX_LINES = 5000
-ACTING = {"stop": "stopping", "restart": "restarting"}
 
 
 class FilterInput(Input):
@@ -51,7 +51,7 @@ class NodeView:
         self.online = asyncio.Event()
 
 
-class DashboardApp(App[None]):
+class DashboardApp(ServiceKeys, App[None]):
     TITLE = "extvisor dashboard"
     CSS = """
     HeaderBar { height: 1; background: $panel; }
@@ -354,66 +354,7 @@ class DashboardApp(App[None]):
         self.selection_changed()
         self.render_header()
 
-    # -- keys -------------------------------------------------------------------------
-
-    def action_move(self, step: int) -> None:
-        if step > 0:
-            self.table.action_cursor_down()
-        else:
-            self.table.action_cursor_up()
-
-    def action_act(self, action: str) -> None:
-        sid = self.table.selected
-        if sid is None:
-            self.notify("no service selected", severity="warning")
-            return
-        self.perform(sid, action)
-
-    def action_stop(self) -> None:
-        sid = self.table.selected
-        if sid is None:
-            self.notify("no service selected", severity="warning")
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.perform(sid, "stop")
-
-        self.push_screen(ConfirmStop(sid), answered)
-
-    @work(exit_on_error=False)
-    async def perform(self, sid: str, action: str) -> None:
-        if action != "start":
-            self.notify(f"{ACTING[action]} {sid}…", timeout=2)
-        view = self.view  # the node selected when the key was pressed
-        try:
-            message = await view.feed.action(sid, action)
-        except Unreachable as exc:
-            self.notify(f"{action} {sid}: daemon not reachable ({exc})", severity="error")
-            return
-        except ApiError as exc:
-            self.notify(f"{action} {sid}: {exc}", severity="error")
-            return
-        except Exception as exc:  # noqa: BLE001
-            self.notify(f"{action} {sid}: {type(exc).__name__}: {exc}", severity="error")
-            return
-        self.notify(message)
-        self.mark_dirty(sid, view)
-
-    def action_filter(self) -> None:
-        box = self.filter_box
-        box.add_class("-shown")
-        box.focus()
-
-    def action_clear_filter(self) -> None:
-        box = self.filter_box
-        if not box.has_class("-shown") and not self.needle:
-            return
-        box.value = ""
-        box.remove_class("-shown")
-        self.set_filter("")
-        self.table.focus()
-
+    # The filter box's messages: Textual finds @on handlers on its own classes, not on a mixin.
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.set_filter(event.value)
@@ -424,13 +365,6 @@ class DashboardApp(App[None]):
             self.action_clear_filter()
         else:
             self.table.focus()
-
-    def set_filter(self, needle: str) -> None:
-        if needle == self.needle:
-            return
-        self.needle = needle
-        self.table.rebuild(self.model.services.values(), needle, time.time())
-        self.selection_changed()
 
     def action_summary(self) -> None:
         """F1: the services table (Talos's Summary screen)."""
