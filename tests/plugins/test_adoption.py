@@ -7,17 +7,20 @@ import re
 import signal
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from containerd_daemon import ContainerdDaemon
 from daemon_process import DaemonProcess
+from podman_service import PodmanService, podman_service  # noqa: F401  (fixture)
 
+from extvisor.protocols import instance_name
 from extvisor.testing import make_busybox_rootfs
 
 NS = "extvisor-adopt"
 COUNTER = "i=0; trap 'echo bye; exit 0' TERM; while :; do i=$((i+1)); echo line $i; sleep 0.02; done"
+BACKENDS = [pytest.param("containerd", marks=pytest.mark.containerd), pytest.param("podman", marks=pytest.mark.podman)]
 
 
 def service(name: str, script: str, env: str = "A=1") -> str:
@@ -32,24 +35,42 @@ def numbers(log: Path) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(r"^line (\d+)$", log.read_text(), re.M)]
 
 
-@pytest.fixture
-def containerd() -> Iterator[ContainerdDaemon]:
-    d = ContainerdDaemon()
-    d.start()
-    yield d
-    d.stop()
+class Node:
+    """A daemon on one backend, and what that backend runs of it (service ids)."""
+
+    def __init__(self, daemon: DaemonProcess, containers: Callable[[], list[str]]) -> None:
+        self.daemon = daemon
+        self.containers = lambda: sorted(containers())
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, containerd: ContainerdDaemon) -> Iterator[DaemonProcess]:
-    extra = ["--containerd-address", containerd.address, "--containerd-namespace", NS]
-    d = DaemonProcess(tmp_path, backend="containerd", extra=extra)
+def _podman_containers(svc: PodmanService, state_dir: Path) -> list[str]:
+    """This daemon's containers (named ``<id>.<instance>``; other tests share the podman)."""
+    suffix = "." + instance_name(state_dir)
+    out = svc.podman("ps", "-a", "--format", "{{.Names}}").stdout
+    return [name.removesuffix(suffix) for name in out.split() if name.endswith(suffix)]
+
+
+@pytest.fixture(params=BACKENDS)
+def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
+    containerd = None
+    if request.param == "containerd":
+        containerd = ContainerdDaemon()
+        containerd.start()
+        extra = ["--containerd-address", containerd.address, "--containerd-namespace", NS]
+        d = DaemonProcess(tmp_path, backend="containerd", extra=extra)
+        listed = lambda: containerd.containers(NS)  # noqa: E731
+    else:
+        svc = request.getfixturevalue("podman_service")
+        d = DaemonProcess(tmp_path, backend="podman", extra=["--podman-url", svc.url])
+        listed = lambda: _podman_containers(svc, d.state_dir)  # noqa: E731
     for name in ("count", "edit", "gone"):
         make_busybox_rootfs(d.rootfs_dir / name)
         (d.config_dir / f"{name}.yaml").write_text(service(name, COUNTER))
-    yield d
+    yield Node(d, listed)
     if d.proc is not None and d.proc.poll() is None:
         d.stop()
+    if containerd is not None:
+        containerd.stop()
 
 
 def _restart_after(daemon: DaemonProcess, sig: int, pause: float = 1.0) -> None:
@@ -60,7 +81,8 @@ def _restart_after(daemon: DaemonProcess, sig: int, pause: float = 1.0) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR2], ids=["kill", "usr2"])
-def test_restart_adopts_same_pid_no_missed_output(daemon: DaemonProcess, containerd: ContainerdDaemon, sig: int):
+def test_restart_adopts_same_pid_no_missed_output(node: Node, sig: int):
+    daemon = node.daemon
     daemon.start()
     before = daemon.wait_state("ext-count", "Running")
     daemon.wait(lambda: len(numbers(daemon.log_dir / "ext-count.log")) > 10, what="output")
@@ -75,13 +97,14 @@ def test_restart_adopts_same_pid_no_missed_output(daemon: DaemonProcess, contain
     daemon.wait(lambda: len(numbers(daemon.log_dir / "ext-count.log")) > len(seen) + 20, what="more output")
     got = numbers(daemon.log_dir / "ext-count.log")
     assert got == list(range(1, len(got) + 1)), "lines lost or repeated across the restart"
-    assert sorted(containerd.containers(NS)) == ["ext-count", "ext-edit", "ext-gone"]
+    assert node.containers() == ["ext-count", "ext-edit", "ext-gone"]
     assert daemon.stop() == 0  # a plain SIGTERM still stops everything
-    assert containerd.containers(NS) == []
+    assert node.containers() == []
     assert "bye" in (daemon.log_dir / "ext-count.log").read_text()
 
 
-def test_changed_spec_is_replaced_and_gone_file_stopped(daemon: DaemonProcess, containerd: ContainerdDaemon):
+def test_changed_spec_is_replaced_and_gone_file_stopped(node: Node):
+    daemon = node.daemon
     daemon.start()
     old = {sid: daemon.wait_state(sid, "Running")["pid"] for sid in ("ext-count", "ext-edit", "ext-gone")}
     assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -95,6 +118,6 @@ def test_changed_spec_is_replaced_and_gone_file_stopped(daemon: DaemonProcess, c
     msgs = [e["msg"] for e in edit["events"]]
     assert "Replacing the container an earlier daemon left running: its spec changed" in msgs, msgs
     assert "stopped and removed ext-gone, left by an earlier daemon: its service file is gone" in daemon.log()
-    assert sorted(containerd.containers(NS)) == ["ext-count", "ext-edit"]
+    assert node.containers() == ["ext-count", "ext-edit"]
     assert daemon.stop() == 0
-    assert containerd.containers(NS) == []
+    assert node.containers() == []

@@ -9,6 +9,7 @@ import pytest
 from daemon_process import DaemonProcess
 from podman_service import PodmanService, listing, podman_service  # noqa: F401  (fixture)
 
+from extvisor.protocols import instance_name
 from extvisor.testing import make_busybox_rootfs
 
 pytestmark = pytest.mark.podman
@@ -35,6 +36,7 @@ def test_daemon_runs_restarts_and_stops_podman_services(podman_service: PodmanSe
     for name in ("web", "flaky"):
         make_busybox_rootfs(d.rootfs_dir / name)
     before = listing(d.rootfs_dir / "web")
+    instance = instance_name(d.state_dir)  # derived from --state-dir when --instance is not given
     d.start()
     try:
         web = d.wait_state("ext-web", "Running")
@@ -46,9 +48,10 @@ def test_daemon_runs_restarts_and_stops_podman_services(podman_service: PodmanSe
         assert [m for m in events if "cannot express" in m] == ["podman cannot express: readonlyPaths /etc"], events
         assert any("going to restart until it succeeds" in m and "exit code 3" in m for m in events), events
         assert web["pid"] > 0
-        assert "ext-web" in [c.rsplit(".", 1)[0] for c in podman_service.containers()]  # <id>.<instance>
+        # <id>.<instance>: two daemons may run the same service names on one podman
+        assert f"ext-web.{instance}" in podman_service.containers()
     finally:
         assert d.stop() == 0
     assert "bye" in (d.log_dir / "ext-web.log").read_text()
-    assert [c for c in podman_service.containers() if c.rsplit(".", 1)[0] in ("ext-web", "ext-flaky")] == []
+    assert [c for c in podman_service.containers() if c.endswith(f".{instance}")] == []
     assert listing(d.rootfs_dir / "web") == before
