@@ -142,12 +142,32 @@ class Backend(Protocol):
         ...
 
 
+INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+
+
+def instance_name(state_dir: Path | str) -> str:
+    """The name that keeps one daemon's cgroups and runtime objects apart from another's.
+
+    Derived from the state directory (its real path), so a daemon restarted on the same
+    state directory finds what it left, and two daemons on one host never share a name.
+    """
+    real = os.path.realpath(str(state_dir))
+    return "s" + hashlib.sha256(real.encode()).hexdigest()[:10]
+
+
 @dataclass
 class BackendConfig:
     """What a backend factory is given."""
 
     state_dir: Path
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: this daemon's instance name (``--instance``, else derived from its state directory):
+    #: backends put it in what the runtime shares between daemons (namespaces, names).
+    instance: str = ""
+
+    @property
+    def scope(self) -> str:
+        return self.instance or instance_name(self.state_dir)
 
 
 class ServiceView(Protocol):
@@ -172,19 +192,6 @@ class ConfigView(Protocol):
     async def changed(self) -> None: ...
 
 
-INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
-
-
-def instance_name(state_dir: Path | str) -> str:
-    """The name that keeps one daemon's cgroups and runtime objects apart from another's.
-
-    Derived from the state directory (its real path), so a daemon restarted on the same
-    state directory finds what it left, and two daemons on one host never share a name.
-    """
-    real = os.path.realpath(str(state_dir))
-    return "s" + hashlib.sha256(real.encode()).hexdigest()[:10]
-
-
 @dataclass
 class ConditionContext:
     """Handed to a condition kind's factory."""
@@ -194,13 +201,6 @@ class ConditionContext:
     services: ServiceView
     configs: ConfigView
     options: Mapping[str, Any] = field(default_factory=dict)
-    #: this daemon's instance name (``--instance``, else derived from its state directory):
-    #: backends put it in what the runtime shares between daemons (namespaces, names).
-    instance: str = ""
-
-    @property
-    def scope(self) -> str:
-        return self.instance or instance_name(self.state_dir)
 
 
 @runtime_checkable
