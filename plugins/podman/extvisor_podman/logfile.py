@@ -14,21 +14,20 @@ whole, so that a line of the other stream never cuts it; the held text is read a
 the file, not stored). A kill between the sink's write and that ``pwrite`` repeats the one
 chunk; nothing is ever skipped.
 
-The file is watched with inotify (its directory: conmon replaces the file when it reaches
-``log_size_max``), so an idle service costs nothing.
+The file's directory is watched with inotify (conmon replaces the file when it reaches
+``log_size_max``; ``watch.py``), so an idle service costs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import errno
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .watch import DirWatcher
 
 log = logging.getLogger("extvisor.podman")
 
@@ -36,11 +35,6 @@ POS_FILE = "podman-output.pos"
 STREAMS = (b"stdout", b"stderr")
 MAX_PARTIAL = 64 * 1024  # a longer line without a newline is handed out in pieces
 READ = 256 * 1024  # per turn of the event loop
-
-_IN_MODIFY, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x80, 0x100
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_libc.inotify_init1.argtypes = [ctypes.c_int]
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 
 
 @dataclass
@@ -143,7 +137,8 @@ class FileTail:
         self.replay_until = -1
         self._fd: int | None = None
         self._pos_fd: int | None = None
-        self._ifd = -1
+        self._watcher: DirWatcher | None = None
+        self._wd = -1
         self._scheduled = False
         self._done: asyncio.Future[None] | None = None
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -162,28 +157,14 @@ class FileTail:
                     log.warning("%s: conmon replaced %s while no daemon read it; that output is lost", name, path)
             self._pos_fd = os.open(state_dir / POS_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._save()
-            self._ifd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if self._ifd < 0 or _libc.inotify_add_watch(
-                self._ifd, os.fsencode(path.parent), _IN_MODIFY | _IN_MOVED_TO | _IN_CREATE
-            ) < 0:  # fmt: skip
-                err = ctypes.get_errno()
-                raise OSError(err, f"inotify on {path.parent}: {os.strerror(err)}")
+            self._watcher = DirWatcher.of(self.loop)
+            self._wd = self._watcher.add(str(path.parent), self._schedule)
         except BaseException:
             self._close()
             raise
-        self.loop.add_reader(self._ifd, self._event)
         self._schedule()
 
     # -- reading ----------------------------------------------------------------------
-
-    def _event(self) -> None:
-        try:
-            while os.read(self._ifd, 4096):
-                pass
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                raise
-        self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled and self._fd is not None:
@@ -271,13 +252,10 @@ class FileTail:
         self._close()
 
     def _close(self) -> None:
-        if self._ifd >= 0:
-            try:
-                self.loop.remove_reader(self._ifd)
-            except Exception:
-                pass
-            os.close(self._ifd)
-            self._ifd = -1
+        if self._watcher is not None:
+            if self._wd >= 0:
+                self._watcher.remove(self._wd, self._schedule)
+            self._watcher, self._wd = None, -1
         for name in ("_fd", "_pos_fd"):
             fd = getattr(self, name)
             if fd is not None:
