@@ -11,15 +11,11 @@ keeps two daemons off one state directory.
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import json
 import logging
 import os
 import signal
 import socket
-import stat
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +31,10 @@ from extvisor.records import LoadContext, LoadedService
 from extvisor.runtime.adoption import adopt_all
 from extvisor.runtime.supervisor import Options, Supervisor
 from extvisor.server.extensions import Extensions, ExtensionSettings, InstallError
+from extvisor.server.files import DaemonError, bind_socket, lock_state_dir
+from extvisor.server.logfmt import setup_logging
+
+__all__ = ["Daemon", "DaemonConfig", "DaemonError", "main_async", "setup_logging"]
 
 log = logging.getLogger("extvisor.daemon")
 
@@ -65,52 +65,6 @@ class DaemonConfig:
         return self.instance or instance_name(self.state_dir)
 
 
-class DaemonError(Exception):
-    """A reason the daemon cannot start, said in one line."""
-
-
-class LogfmtFormatter(logging.Formatter):
-    """``time=... level=... logger=... msg="..." service=...``: one event a line, greppable."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key in ("service", "state"):
-            if hasattr(record, key):
-                fields[key] = getattr(record, key)
-        if record.exc_info:
-            fields["error"] = self.formatException(record.exc_info)
-        return " ".join(f"{k}={_quote(str(v))}" for k, v in fields.items())
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"time": record.created, "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
-        for key in ("service", "state"):
-            if hasattr(record, key):
-                out[key] = getattr(record, key)
-        return json.dumps(out)
-
-
-def _quote(value: str) -> str:
-    if value and all(c.isalnum() or c in "-_./:+@" for c in value):
-        return value
-    return json.dumps(value)
-
-
-def setup_logging(fmt: str = "logfmt", level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-
-
 def load_services(pm: PluginManager, config: DaemonConfig, kinds: dict) -> tuple[list[LoadedService], list[Finding]]:
     """Every service the loader hooks found; a name declared twice keeps the first source."""
     from extvisor.spec.loader import collect_services
@@ -136,48 +90,6 @@ class ConsoleSink:
         for line in lines:
             out.write(f"{service_id}: {line.decode(errors='replace').rstrip()}\n")
         out.flush()
-
-
-def lock_state_dir(state_dir: Path) -> int:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise DaemonError(f"another extvisor daemon is using the state directory {state_dir}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def bind_socket(path: Path) -> socket.socket:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISSOCK(mode):  # only a stale socket is ever replaced
-        what = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else \
-            "a regular file" if stat.S_ISREG(mode) else "not a socket"
-        raise DaemonError(f"--socket {path} exists and is {what}, not a socket: refusing to replace it")
-    if mode is not None:
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(str(path))
-            raise DaemonError(f"a daemon already answers on {path}")
-        except (ConnectionRefusedError, FileNotFoundError):
-            path.unlink()
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # created 0600: only root may drive the daemon
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    return sock
 
 
 class Daemon:
