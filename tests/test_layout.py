@@ -85,7 +85,7 @@ def test_the_top_holds_only_plugin_facing_modules_and_entry_points():
     top = {p.name for p in CORE.glob("*.py")}
     assert top <= {
         "__init__.py", "__main__.py", "_moved.py", "_version.py",
-        "hookspecs.py", "records.py", "protocols.py", "state.py", "plugins.py", "testing.py",
+        "hookspecs.py", "records.py", "protocols.py", "state.py", "plugins.py",
     }, top
 
 

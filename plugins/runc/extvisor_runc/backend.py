@@ -30,6 +30,7 @@ from typing import Any
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
 from extvisor.oci import fit_to_host
 
+from .host import READ_SIZE, _cgroups_path, _decode, _drain, _runc_error, remove_cgroup_dirs
 from .subreaper import subreaper
 
 log = logging.getLogger("extvisor.runc")
@@ -38,74 +39,7 @@ MARKER = ".extvisor-bundle"  # cleanup() removes only bundle dirs that carry it
 COMMAND_TIMEOUT = 30.0
 EXIT_TIMEOUT = 5.0  # how long delete() waits for a killed init, and wait() for the log's EOF
 PIPE_SIZE = 1 << 20  # a larger pipe lets a fast writer run with fewer wake-ups
-READ_SIZE = 1 << 18
 F_SETPIPE_SZ = 1031
-
-
-def _decode(info: os.waitid_result) -> ExitStatus:
-    if info.si_code == os.CLD_EXITED:
-        return ExitStatus(code=info.si_status)
-    return ExitStatus(signal=info.si_status)  # CLD_KILLED or CLD_DUMPED
-
-
-def _runc_error(log_file: Path) -> str:
-    """The last error runc wrote to its ``--log-format json`` log."""
-    message = ""
-    try:
-        for line in log_file.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("level") in ("error", "fatal") and entry.get("msg"):
-                message = entry["msg"]
-    except OSError:
-        pass
-    return message
-
-
-def _drain(fd: int) -> bytes:
-    os.set_blocking(fd, False)
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, READ_SIZE)
-        except (BlockingIOError, OSError):
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
-
-
-def _cgroups_path(oci: dict[str, Any]) -> str:
-    return str((oci.get("linux") or {}).get("cgroupsPath") or "")
-
-
-def remove_cgroup_dirs(cgroups_path: str) -> list[str]:
-    """Remove a container's cgroup dirs runc left (only empty ones go); list those that stay.
-
-    Checks every hierarchy under /sys/fs/cgroup: v1 controllers, and the v2 mount of a
-    hybrid host. A relative path (placed under runc's own cgroup) is not looked for.
-    """
-    if not cgroups_path.startswith("/"):
-        return []
-    left = []
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        path = hierarchy / cgroups_path.lstrip("/")
-        if path.is_dir():
-            try:
-                path.rmdir()
-            except OSError:
-                left.append(str(path))
-                continue
-        # The daemon's own parent (/extvisor/<instance>) goes with its last container.
-        if path.parent != hierarchy and path.parent.parent != hierarchy:
-            try:
-                path.parent.rmdir()
-            except OSError:
-                pass
-    return left
 
 
 class RuncBackend:
