@@ -131,7 +131,7 @@ class Config:
         import yaml  # only once there is a file: `extvisor services` on the local socket never needs it
 
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's when built
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not YAML ({exc})") from None
         if raw is None:

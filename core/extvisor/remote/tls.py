@@ -5,14 +5,14 @@ CA, no session tickets (as Talos's apid). Client: the node's certificate checked
 the configuration's CA and against the node's name or address as typed.
 
 ``ssl`` loads certificates and keys only from files, while a talosconfig holds them inline:
-they are written to a private temporary directory, loaded, and removed at once.
+they are written to anonymous memory files (memfd) and loaded from there; elsewhere than
+Linux, to a private temporary directory, removed at once.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from pathlib import Path
 
 TALOS_KEY_LABEL = b"ED25519 PRIVATE KEY"  # siderolabs/crypto's label for PKCS#8 Ed25519 keys
@@ -30,16 +30,33 @@ def normalize_key_pem(pem: bytes) -> bytes:
 
 
 def _load_chain(ctx: ssl.SSLContext, crt: bytes, key: bytes, what: str) -> None:
+    if hasattr(os, "memfd_create"):  # Linux: the key never touches a disk, and no tempfile import
+        fds = []
+        try:
+            for data in (crt, normalize_key_pem(key)):
+                fds.append(os.memfd_create("extvisor-tls", os.MFD_CLOEXEC))
+                os.write(fds[-1], data)
+            _load_files(ctx, f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", what)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="extvisor-tls-") as d:  # 0700
         crt_path, key_path = Path(d, "crt.pem"), Path(d, "key.pem")
         for path, data in ((crt_path, crt), (key_path, normalize_key_pem(key))):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-        try:
-            ctx.load_cert_chain(str(crt_path), str(key_path))
-        except ssl.SSLError as exc:
-            raise TLSConfigError(f"{what}: the certificate and key cannot be used together ({exc.reason or exc})") from None
+        _load_files(ctx, str(crt_path), str(key_path), what)
+
+
+def _load_files(ctx: ssl.SSLContext, crt_path: str, key_path: str, what: str) -> None:
+    try:
+        ctx.load_cert_chain(crt_path, key_path)
+    except ssl.SSLError as exc:
+        raise TLSConfigError(f"{what}: the certificate and key cannot be used together ({exc.reason or exc})") from None
 
 
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
