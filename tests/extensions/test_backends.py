@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
-from containerd_daemon import ContainerdDaemon
+from containerd_daemon import ContainerdDaemon, containerd  # noqa: F401  (fixture)
 from daemon_process import DaemonProcess
 from extensions.test_daemon import log_of, nfs
 from podman_service import podman_service  # noqa: F401  (fixture)
-
-
-@pytest.fixture
-def containerd() -> Iterator[ContainerdDaemon]:
-    d = ContainerdDaemon()
-    d.start()
-    yield d
-    d.stop()
 
 
 @pytest.mark.parametrize("backend", ["containerd", "podman"])

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containerd_daemon import ContainerdDaemon
+from containerd_daemon import ContainerdDaemon, containerd  # noqa: F401  (fixture)
 from daemon_process import DaemonProcess
 
 from extvisor.protocols import instance_name
@@ -33,14 +32,6 @@ def _twin(d: DaemonProcess) -> None:
 
 def _cgroup_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cgroup").read_text()
-
-
-@pytest.fixture
-def containerd() -> Iterator[ContainerdDaemon]:
-    d = ContainerdDaemon()
-    d.start()
-    yield d
-    d.stop()
 
 
 def _pair(tmp_path: Path, backend: str, extra: list[str]) -> tuple[DaemonProcess, DaemonProcess]:
