@@ -54,6 +54,7 @@ async def test_hook_extvisor_container_stats_firstresult_awaitable_and_fallback(
     sup.start_all()
     running = ("ext-half", "ext-async", "ext-plain", "ext-broken")
     await until(lambda: all(sup.services[s].state is State.Running for s in running))
+    await until(lambda: sup.services["ext-once"].state is State.Finished)  # not running: never asked
     assert sup.stats.history() == {}  # nobody has asked: nothing is sampled
     await sup.stats.fresh()  # what every reader calls first
     await until(lambda: len(sup.stats.history().get("ext-half", [])) >= 4)
