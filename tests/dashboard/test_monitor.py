@@ -49,7 +49,10 @@ async def test_summary_host_line_and_monitor_screen(daemon: DaemonProcess):
 
         await until(pilot, lambda: len(screen.query(Chart)) == 3, "three charts", timeout=15)
         # the burner's CPU line rises; the holder's memory shows its 16 MiB
-        await until(pilot, lambda: max(chart("ext-burn").query_one("#cpu").data) > 10, "burner's chart", timeout=30)
+        await until(pilot, lambda: max(chart("ext-burn").query_one("#cpu").values, default=0) > 10, "burner's chart", timeout=30)
+        # the scale is fixed at 100 % of a core: an idle service's bars stay low
+        idle_cpu = chart("ext-hog").query_one("#cpu")
+        assert max(idle_cpu.values, default=0) < 5 and "█" not in str(idle_cpu.render())
         await until(pilot, lambda: "MiB" in figure("ext-hog", "mem") and float(figure("ext-hog", "mem").split()[0]) >= 16,
                     "hog's memory", timeout=30)  # fmt: skip
         assert figure("ext-burn", "cpu").endswith("%")

@@ -2,8 +2,9 @@
 the F2 Monitor screen (CPU and memory over time per service, the selected one's processes).
 
 Both poll the selected node's API every couple of seconds (``/v1/stats...``), so they work
-the same for the local daemon and for a remote node; the daemon keeps the history, so the
-charts are full as soon as the screen opens.
+the same for the local daemon and for a remote node. The daemon samples while anyone reads
+its figures (the header's host line does, every 2 s), so the charts hold the history since
+the dashboard opened.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, Sparkline, Static
+from rich.text import Text
+from textual.widgets import DataTable, Footer, Label, Static
 
 from extvisor.client.format import go_duration, human_bytes
 
@@ -49,6 +51,34 @@ class HostLine(Static):
         self.update(host_text(host))
 
 
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+class Bars(Static):
+    """Values as bars two rows high, on a fixed scale from 0 (Textual's Sparkline scales each
+    chart to its own minimum and maximum, so an idle service's flat 0.1 % drew full bars)."""
+
+    def __init__(self, ceiling: float | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.ceiling = ceiling  # None: the largest value shown
+        self.values: list[float] = []
+
+    def show(self, values: list[float]) -> None:
+        self.values = values
+        self.refresh()
+
+    def render(self) -> Text:
+        width = max(self.size.width, 1)
+        values = self.values[-width:]
+        top = max(self.ceiling or 0.0, max(values, default=0.0)) or 1.0
+        rows = ["", ""]
+        for v in values:
+            level = round(max(v, 0.0) / top * 16)
+            rows[1] += BLOCKS[min(level, 8)]
+            rows[0] += BLOCKS[max(level - 8, 0)]
+        return Text("\n".join(r.rjust(width) for r in rows), style="green")
+
+
 class Chart(Horizontal):
     """One service: name, CPU sparkline and figure, memory sparkline and figure."""
 
@@ -56,7 +86,7 @@ class Chart(Horizontal):
     Chart { height: 2; }
     Chart.selected { background: $accent 30%; }
     Chart > .name { width: 16; }
-    Chart > Sparkline { width: 1fr; height: 2; }
+    Chart > Bars { width: 1fr; height: 2; }
     Chart > .figure { width: 10; text-align: right; padding-right: 1; }
     """
 
@@ -66,16 +96,16 @@ class Chart(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label(self.sid, classes="name")
-        yield Sparkline([0.0], id="cpu")
+        yield Bars(ceiling=100.0, id="cpu")  # percent of one core: 100 is one busy core
         yield Label("-", id="cpu-figure", classes="figure")
-        yield Sparkline([0.0], id="mem")
+        yield Bars(id="mem")
         yield Label("-", id="mem-figure", classes="figure")
 
     def show(self, points: list[list[float]], item: dict[str, Any] | None) -> None:
         cpu = [p[1] for p in points] or [0.0]
         mem = [float(p[2]) for p in points] or [0.0]
-        self.query_one("#cpu", Sparkline).data = cpu
-        self.query_one("#mem", Sparkline).data = mem
+        self.query_one("#cpu", Bars).show(cpu)
+        self.query_one("#mem", Bars).show(mem)
         running = bool(item and item.get("pid"))
         self.query_one("#cpu-figure", Label).update(f"{item['cpu_percent']:.1f}%" if running else "-")  # type: ignore[index]
         self.query_one("#mem-figure", Label).update(human_bytes(item["memory_bytes"]) if running else "-")  # type: ignore[index]

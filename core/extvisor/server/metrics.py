@@ -114,6 +114,7 @@ def install(app: FastAPI, sup: Supervisor, info: Callable[[], dict]) -> None:
 
     @app.get("/v1/stats/host")
     async def host() -> dict[str, Any]:
+        await sup.stats.fresh()  # the dashboard's header polls this: its charts fill meanwhile
         data = await asyncio.to_thread(runtime_stats.host)
         data["time"] = time.time()
         return data
