@@ -13,9 +13,7 @@ local socket, as before remote nodes existed.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from extvisor.client.http import SOCKET_ENV, Client, ClientError
@@ -30,30 +28,32 @@ if TYPE_CHECKING:
 # exists: a call against the local socket does not pay for it (docs/performance.md).
 
 
-@dataclass
+# Plain classes, not dataclasses: building a dataclass compiles code, and every CLI call
+# pays for it (docs/performance.md).
 class Target:
-    node: Node | None  # None: the local socket
-    client: Client
+    def __init__(self, node: Node | None, client: Client):
+        self.node = node  # None: the local socket
+        self.client = client
 
     @property
     def label(self) -> str:
         return self.node.text if self.node else ""
 
 
-@dataclass
 class Outcome:
-    target: Target
-    value: Any = None
-    error: str | None = None
+    def __init__(self, target: Target, value: Any = None, error: str | None = None):
+        self.target = target
+        self.value = value
+        self.error = error
 
 
-@dataclass
 class Fleet:
     """The daemons of one command. ``remote`` is False for the local socket alone."""
 
-    targets: list[Target]
-    client_crt: bytes | None = None
-    _hint: list[str | None] = field(default_factory=list)
+    def __init__(self, targets: list[Target], client_crt: bytes | None = None):
+        self.targets = targets
+        self.client_crt = client_crt
+        self._hint: list[str | None] = []
 
     @property
     def remote(self) -> bool:
@@ -92,6 +92,8 @@ class Fleet:
         """Read every daemon's stream at once; each item goes to ``emit`` under one lock, so two
         nodes' output never mixes within an item. A node whose stream fails goes to ``error``
         and the others go on. Returns True when none failed."""
+        import threading
+
         lock = threading.Lock()
         failed: list[Target] = []
 
