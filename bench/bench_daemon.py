@@ -24,31 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from daemon_process import DaemonProcess  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import all_running, write_services  # noqa: E402
+from common import all_running, raw_runc_loop, write_services  # noqa: E402
 
 from extvisor.oci import build_oci_spec, fit_to_host  # noqa: E402
 from extvisor.testing import make_busybox_rootfs, make_service  # noqa: E402
-
-
-def raw_runc_start(base: Path, n: int) -> float:
-    """A shell loop of `runc run --detach` over bundles with the same OCI spec."""
-    root = base / "raw-runc"
-    make_busybox_rootfs(root / "rootfs")
-    script = []
-    for i in range(n):
-        spec = make_service(f"raw{i:03d}", "sleep 1000")
-        bundle = root / f"b{i}"
-        bundle.mkdir(parents=True)
-        oci = build_oci_spec(spec, root / "rootfs")
-        fit_to_host(oci)  # the same host adjustments the backend makes
-        (bundle / "config.json").write_text(json.dumps(oci))
-        script.append(f"runc --root {root}/state run --detach --bundle {bundle} raw{i:03d} </dev/null >/dev/null 2>&1")
-    t0 = time.perf_counter()
-    subprocess.run(["sh", "-c", "\n".join(script)], check=True)
-    elapsed = time.perf_counter() - t0
-    for i in range(n):
-        subprocess.run(["runc", "--root", f"{root}/state", "delete", "--force", f"raw{i:03d}"], capture_output=True)
-    return elapsed
 
 
 def bench_startup(n: int, backend: str) -> tuple[float, float]:
@@ -62,7 +41,7 @@ def bench_startup(n: int, backend: str) -> tuple[float, float]:
         running = [next(e["ts"] for e in s["events"] if e["state"] == "Running") for s in d.client.services()]
         ours = max(running) - started
         d.stop()
-        raw = raw_runc_start(Path(tmp), n)
+        raw = raw_runc_loop(Path(tmp), n)
     return ours, raw
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import DaemonProcess, Row, all_running, event_ts, raw_runc_run, write_services
+from common import DaemonProcess, Row, all_running, event_ts, raw_runc_loop, raw_runc_run, write_services
 
 
 def first_start_rows(runs: int = 5) -> list[Row]:
@@ -53,21 +52,6 @@ def restart_row(delay: float = 0.2) -> Row:
                reference_name="runc run --detach")
 
 
-def raw_loop(base: Path, n: int) -> float:
-    from common import raw_bundle
-
-    bundle = raw_bundle(base, "loop", "sleep 1000")
-    root = base / "loop-state"
-    script = "\n".join(f"runc --root {root} run --detach --bundle {bundle} loop{i:03d} </dev/null >/dev/null 2>&1"
-                       for i in range(n))
-    t0 = time.perf_counter()
-    subprocess.run(["sh", "-c", script], check=True)
-    elapsed = time.perf_counter() - t0
-    for i in range(n):
-        subprocess.run(["runc", "--root", str(root), "delete", "--force", f"loop{i:03d}"], capture_output=True)
-    return elapsed
-
-
 def fifty_rows(n: int = 50, idle: float = 15.0) -> list[Row]:
     """50 services: time until all Running, then the daemon's RSS and CPU while they idle."""
     with tempfile.TemporaryDirectory(prefix="bench-fifty-") as tmp:
@@ -94,7 +78,7 @@ def fifty_rows(n: int = 50, idle: float = 15.0) -> list[Row]:
             rss = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:")) / 1024
         finally:
             d.stop()
-        raw = raw_loop(Path(tmp), n)
+        raw = raw_runc_loop(Path(tmp), n)
     return [
         Row(f"{n} services Running", ours, raw, "s", 0.8, reference_name="sequential runc run --detach loop"),
         Row(f"daemon RSS, {n} idle services", rss, None, "MB", 50, kind="max"),

@@ -64,6 +64,22 @@ class _Alias:
         return None
 
 
+def names(package: str, moved: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A module ``__getattr__`` for a package that was one module in 0.1: each of its old
+    names still resolves, from the module it moved to, with a warning."""
+
+    def __getattr__(name: str):  # type: ignore[no-untyped-def]
+        if name not in moved:
+            raise AttributeError(name)
+        import importlib
+        import warnings
+
+        warnings.warn(f"{package}.{name} is deprecated: import it from {moved[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(moved[name]), name)
+
+    return __getattr__
+
+
 def install() -> None:
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.append(_Alias())

@@ -7,15 +7,10 @@ uvicorn), the runtime or the backends, so that a CLI call answers fast.
 May import: ``extvisor.remote``, ``extvisor.spec`` and the plugin-facing modules.
 """
 
+from extvisor import _moved
+
 _MOVED = {"Client": "extvisor.client.http", "ClientError": "extvisor.client.http", "default_socket": "extvisor.client.http"}
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    # 0.1's ``extvisor.client`` was one module; its names stay here, deprecated, for a release.
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"extvisor.client.{name} is deprecated: import it from {_MOVED[name]}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(name)
+# 0.1's ``extvisor.client`` was one module; its names stay here, deprecated, for a release.
+__getattr__ = _moved.names("extvisor.client", _MOVED)

@@ -7,6 +7,8 @@ May import: ``extvisor.server`` (it runs the daemon in-process), ``extvisor.runt
 ``extvisor.spec`` and the plugin-facing modules. Never the CLI.
 """
 
+from extvisor import _moved
+
 _MOVED = {
     "Printer": "extvisor.devmode.printer", "use_colour": "extvisor.devmode.printer",
     "setup_dev_logging": "extvisor.devmode.printer", "rootfs_for": "extvisor.devmode.project",
@@ -15,12 +17,5 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    # 0.1's ``extvisor.devmode`` was one module; its names stay here, deprecated, for a release.
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"extvisor.devmode.{name} is deprecated: import it from {_MOVED[name]}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(name)
+# 0.1's ``extvisor.devmode`` was one module; its names stay here, deprecated, for a release.
+__getattr__ = _moved.names("extvisor.devmode", _MOVED)

@@ -108,11 +108,8 @@ class StatsCollector:
             self._task = asyncio.create_task(self._loop(), name="stats")
         if time.monotonic() - self._sampled_at > self.interval:
             await self.sample()
-            if any(s.pid is not None and s.id not in self._last for s in self.sup.services.values()):
-                await asyncio.sleep(FIRST_GAP)
-                await self.sample()
-        elif any(s.pid is not None and s.id not in self._last for s in self.sup.services.values()):
-            await asyncio.sleep(FIRST_GAP)
+        if any(s.pid is not None and s.id not in self._last for s in self.sup.services.values()):
+            await asyncio.sleep(FIRST_GAP)  # a service seen once has no CPU percent yet
             await self.sample()
 
     async def _loop(self) -> None:
