@@ -9,7 +9,9 @@ extras="all"
 [ "${1:-}" = "--dev" ] && extras="all,dev"
 
 export DEBIAN_FRONTEND=noninteractive
-pkgs="runc containerd podman busybox-static iproute2 ca-certificates curl python3 python3-venv python3-pip tmux uidmap skopeo umoci docker-registry apache2-utils openssl"
+# skopeo (fetch) and umoci, docker-registry, apache2-utils, openssl (the tests' private registry): extension
+# images; uidmap: rootless podman (dev mode); systemd: systemd-analyze checks contrib/extvisor.service.
+pkgs="runc containerd podman busybox-static iproute2 ca-certificates curl python3 python3-venv python3-pip tmux uidmap skopeo umoci docker-registry apache2-utils openssl systemd"
 missing=""
 for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 if [ -n "$missing" ]; then

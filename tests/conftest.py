@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,18 @@ from pathlib import Path
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "extvisor-tcp"
+# The shared corpus of real service files lies beside the checkout (as CI lays it out).
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def require_corpus() -> Path:
+    """The corpus, or a failure that says where it was looked for (a skip only with EXTVISOR_ALLOW_SKIP=1)."""
+    if CORPUS.is_dir():
+        return CORPUS
+    message = f"the shared corpus is missing at {CORPUS} (shared/ belongs beside the checkout)"
+    if os.environ.get("EXTVISOR_ALLOW_SKIP") == "1":
+        pytest.skip(message)
+    pytest.fail(message + " (or set EXTVISOR_ALLOW_SKIP=1 to skip)")
 
 
 def pip(*args: str) -> None:

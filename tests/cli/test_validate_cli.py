@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import require_corpus
 
 from extvisor.cli import spec as cli_spec
 from extvisor.cli import main
@@ -111,8 +112,8 @@ def test_duplicate_names_are_an_error_as_in_the_daemon(tmp_path):
     assert expected in result.stdout
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
 def test_corpus_validates():
+    require_corpus()
     result = run("validate", str(CORPUS / "extension-services"), str(CORPUS / "extension-service-configs" / "whole-files"))
     # the nvidia lts/production pairs share names: in one directory Talos skips the later of each
     assert result.exit_code == 1, result.output
@@ -179,9 +180,10 @@ def test_schema_kinds(with_tcp_plugin):
     assert {"ServiceSpec", "ExtensionServiceConfig"} <= set(both["$defs"])
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
 def test_schema_accepts_the_corpus_and_rejects_mistakes():
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (optional for this check)")
+    import jsonschema  # a dev dependency
+
+    require_corpus()
     schema = json.loads(run("schema").stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
