@@ -28,12 +28,15 @@ FORBIDDEN = (
 TABLE_ONLY = ("yaml",)  # -o yaml needs PyYAML; a table does not
 
 PROBE = """
-import atexit, json, sys
+import atexit, json, os, sys
 OUT = sys.argv[1]
 def dump():
     with open(OUT, "w") as f:
         json.dump(sorted(sys.modules), f)
 atexit.register(dump)
+# a client command leaves through os._exit, which runs no atexit handler
+_exit = os._exit
+os._exit = lambda code: (dump(), _exit(code))
 sys.argv = ["extvisor", *sys.argv[2:]]
 from extvisor.__main__ import run
 run()
