@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import time
@@ -24,6 +23,7 @@ from pydantic import BaseModel
 
 from extvisor.state import ServiceEvent, ServiceInfo
 from extvisor.runtime.supervisor import Supervisor
+from extvisor.server.netaddr import global_addresses
 
 
 class DaemonInfo(BaseModel):
@@ -44,23 +44,6 @@ class ActionResult(BaseModel):
     id: str
     action: str
     message: str
-
-
-def node_addresses() -> list[str]:
-    """The host's global addresses (what the dashboard's header shows)."""
-    try:
-        from pyroute2 import IPRoute
-    except ImportError:
-        return []
-    out = []
-    try:
-        with IPRoute() as ipr:
-            for msg in ipr.get_addr():
-                if msg["scope"] == 0:
-                    out.append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
-    except Exception:
-        return []
-    return out
 
 
 def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
@@ -90,7 +73,7 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
             started_at=sup.started_at,
             uptime=time.time() - sup.started_at,
             hostname=socket.gethostname(),
-            addresses=await asyncio.to_thread(node_addresses),
+            addresses=global_addresses(),
             services=len(sup.services),
             states=states,
         )
