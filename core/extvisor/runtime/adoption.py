@@ -1,8 +1,10 @@
 """Services that outlive their daemon: what a daemon records, and how the next one adopts them.
 
 Each service's record, ``<state-dir>/services/<id>/service.json``, holds its restart counter,
-its last events and a hash of the OCI spec its container was launched with. It is rewritten
-at every event, so it is current when the daemon is killed. A new daemon on the same state
+its last events and a hash of the OCI spec its container was launched with. What adoption
+reads (pid, spec, counter) is written the moment it changes, so it is current when the daemon
+is killed; an event that changes none of it is written within a second, with whatever
+followed it (a start's four events cost one write, not four). A new daemon on the same state
 dir reads it back (counter and history carried over), and offers the backend every service
 whose spec hashes the same as the one recorded (``Backend.adopt``); what is not adopted is
 removed by ``Backend.cleanup`` and starts afresh, and its first event says why.
@@ -10,6 +12,7 @@ removed by ``Backend.cleanup`` and starts afresh, and its first event says why.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -52,6 +55,53 @@ def save(state_dir: Path, service: Service) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("%s: cannot record the service in %s: %s", service.id, path, exc)
+
+
+class Records:
+    """Writes the services' records: at once when what adoption reads changes, else soon."""
+
+    DELAY = 1.0  #: seconds an event that adoption does not read may wait for the next one
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self._written: dict[str, tuple[Any, ...]] = {}
+        self._pending: dict[str, tuple[asyncio.TimerHandle, Service]] = {}
+
+    def changed(self, service: Service) -> None:
+        if self._written.get(service.id) != _adoptable(service):
+            self.write(service)
+            return
+        if service.id in self._pending:
+            return
+        try:
+            handle = asyncio.get_running_loop().call_later(self.DELAY, self.write, service)
+        except RuntimeError:  # no loop (a test driving the supervisor by hand): write now
+            self.write(service)
+            return
+        self._pending[service.id] = (handle, service)
+
+    def write(self, service: Service) -> None:
+        pending = self._pending.pop(service.id, None)
+        if pending is not None:
+            pending[0].cancel()
+        save(self.state_dir, service)
+        self._written[service.id] = _adoptable(service)
+
+    def flush(self) -> None:
+        """Write every record that waits (the daemon is about to exit)."""
+        for _, service in list(self._pending.values()):
+            self.write(service)
+
+    def forget(self, service_id: str) -> None:
+        """The service is removed: write what waits of it, then keep nothing."""
+        pending = self._pending.get(service_id)
+        if pending is not None:
+            self.write(pending[1])
+        self._written.pop(service_id, None)
+
+
+def _adoptable(service: Service) -> tuple[Any, ...]:
+    return service.pid, service.launched_hash if service.pid else None, service.restarts
 
 
 def load(state_dir: Path, service_id: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from extvisor.runtime.adoption import save as save_record
+from extvisor.runtime.adoption import Records
 from extvisor.runtime.adoption import spec_hash
 from extvisor.runtime.configstore import ConfigStore
 from extvisor.runtime.hostservices import HostService
@@ -85,6 +85,7 @@ class Supervisor:
         self.detaching = False  #: the daemon exits leaving containers running (adopted later)
         self._backend_lock = asyncio.Lock()
         self.stats = StatsCollector(self)  #: CPU, memory, processes of each service
+        self.records = Records(options.state_dir)  #: what the next daemon adopts from
 
     # -- loading -----------------------------------------------------------------------
 
@@ -139,7 +140,7 @@ class Supervisor:
                  extra={"service": event.service, "state": event.state.value})
         service = self.services.get(event.service)
         if service is not None:
-            save_record(self.options.state_dir, service)  # current even if the daemon is killed next
+            self.records.changed(service)
         self._changed.set()
         self._changed = asyncio.Event()
         for queue in list(self._subscribers):
@@ -257,6 +258,7 @@ class Supervisor:
             return
         await service.stop()
         del self.services[service_id]
+        self.records.forget(service_id)
         self.logs.pop(service_id).close()
         self._tails.pop(service_id, None)
         self._changed.set()
@@ -266,6 +268,7 @@ class Supervisor:
         """Stop supervising, leaving every container running for the next daemon to adopt."""
         self.detaching = True
         await asyncio.gather(*(s.detach() for s in self.services.values()))
+        self.records.flush()
         for service_log in self.logs.values():
             service_log.close()
 
@@ -297,6 +300,7 @@ class Supervisor:
             await asyncio.gather(*(self.services[i].stop() for i in ready))
             remaining -= set(ready)
         if ids is None:
+            self.records.flush()
             await self.stats.stop()
             for host in self.host_services.values():
                 await host.stop()
