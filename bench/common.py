@@ -122,18 +122,20 @@ def raw_bundle(base: Path, name: str, script: str) -> Path:
 
 def raw_runc_run(base: Path, runs: int = 7) -> float:
     """Median time of one ``runc run --detach`` of a sleeping service's bundle."""
+    return statistics.median(raw_runc_once(base, i) for i in range(runs))
+
+
+def raw_runc_once(base: Path, i: int) -> float:
+    """One ``runc run --detach`` of a sleeping service's bundle (the container is removed after)."""
     bundle = raw_bundle(base, "raw", "sleep 1000")
     root = base / "raw-state"
-    times = []
-    for i in range(runs + 1):
-        cid = f"raw{i}"
-        t0 = time.perf_counter()
-        subprocess.run(["runc", "--root", str(root), "run", "--detach", "--bundle", str(bundle), cid],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        if i:
-            times.append(time.perf_counter() - t0)
-        subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-    return statistics.median(times)
+    cid = f"raw{i}"
+    t0 = time.perf_counter()
+    subprocess.run(["runc", "--root", str(root), "run", "--detach", "--bundle", str(bundle), cid],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    elapsed = time.perf_counter() - t0
+    subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
+    return elapsed
 
 
 def raw_runc_loop(base: Path, n: int) -> float:

@@ -68,7 +68,8 @@ class Records:
         self._pending: dict[str, tuple[asyncio.TimerHandle, Service]] = {}
 
     def changed(self, service: Service) -> None:
-        if self._written.get(service.id) != _adoptable(service):
+        # Until its first write, a service is taken as never run: its first Starting waits too.
+        if self._written.get(service.id, NEVER_RUN) != _adoptable(service):
             self.write(service)
             return
         if service.id in self._pending:
@@ -98,6 +99,9 @@ class Records:
         if pending is not None:
             self.write(pending[1])
         self._written.pop(service_id, None)
+
+
+NEVER_RUN: tuple[Any, ...] = (None, None, 0)
 
 
 def _adoptable(service: Service) -> tuple[Any, ...]:

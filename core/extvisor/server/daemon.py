@@ -136,9 +136,6 @@ class Daemon:
         from extvisor.server.notify import Notifier, status_text
 
         notifier = Notifier.from_env()  # first: no runtime we start may inherit NOTIFY_SOCKET
-        # FastAPI and uvicorn take ~0.2 s to import: a thread does it while services load and start
-        # (runc runs beside it); _serve waits for it (docs/performance.md).
-        self._api_import = asyncio.get_running_loop().run_in_executor(None, _import_server_stack)
         for p in self.pm.problems:
             log.warning("plugin %s: %s", p.plugin, p.message)
         kinds = self.pm.condition_kinds()
@@ -180,6 +177,12 @@ class Daemon:
         listeners = self._listeners()  # TLS files and TCP ports checked before anything starts
         sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
         sup.start_all()
+        # FastAPI and uvicorn take ~0.2 s to import: a thread does it while the first runc processes
+        # run. It begins once every first launch has spawned its runtime (one pass of the loop):
+        # each step of a launch that gives up the GIL would otherwise wait for the importer to
+        # hand it back, a first start ~15 ms later (docs/performance.md).
+        await asyncio.sleep(0)
+        self._api_import = asyncio.get_running_loop().run_in_executor(None, _import_server_stack)
         server = await self._serve(sock, listeners)
         watcher = asyncio.create_task(configs.watch(self._configs_changed))
         # systemd Type=notify: READY=1 once the API answers
@@ -352,7 +355,7 @@ def _import_server_stack() -> None:
     # The event loop needs the GIL for a moment at each step of a launch: hand it over every
     # 0.5 ms instead of 5 while this thread imports, so that starts are not held up by it.
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(0.0001)
     try:
         import uvicorn  # noqa: F401
 
