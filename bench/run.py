@@ -1,4 +1,5 @@
-"""Every benchmark in one table (as root; about four minutes on 2 cores):
+"""Every benchmark in one table (as root, after ``scripts/setup.sh --dev``; about four minutes
+on 2 cores):
 
     python bench/run.py [--json FILE] [--only cli,daemon,runc,logs,containerd,podman,extensions,nodes]
 
@@ -87,6 +88,10 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmarks start runc, containerd and podman")
+    try:  # the registry, the CA and the ports come from the test suite's own fixtures
+        import pytest  # noqa: F401
+    except ImportError:
+        sys.exit("the benchmarks use the test suite's fixtures: run `bash scripts/setup.sh --dev` first")
     rows: list[Row] = []
     errors: list[str] = []
     began = time.time()
