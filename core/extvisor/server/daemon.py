@@ -292,7 +292,7 @@ class Daemon:
                     "config_dir": str(self.config.config_dir), "log_dir": str(self.config.log_dir)}
 
         assert self.sup is not None
-        with _without_pydantic_v1():
+        with _absent("pydantic.v1"):
             app = create_app(self.sup, info)
             if self.extensions is not None:
                 from extvisor.server.routes_extensions import add_extension_routes
@@ -337,18 +337,21 @@ def _pidfd_child_watcher() -> None:
 
 
 @contextmanager
-def _without_pydantic_v1() -> Iterator[None]:
-    """FastAPI imports ``pydantic.v1`` as it builds each route, only to refuse v1 models: 23 ms
-    and 2 MB a daemon has no use for. While the app is built, that import finds nothing."""
-    if "pydantic.v1" in sys.modules:
+def _absent(name: str) -> Iterator[None]:
+    """While inside, ``import name`` fails as if *name* were not installed (unless already loaded).
+
+    For optional imports of the server stack that the daemon has no use for: FastAPI imports
+    ``pydantic.v1`` as it builds each route, only to refuse v1 models (23 ms, 2 MB); uvicorn
+    imports ``watchfiles`` for ``--reload`` and falls back to polling without it (1 MB)."""
+    if name in sys.modules:
         yield
         return
-    sys.modules["pydantic.v1"] = None  # type: ignore[assignment]
+    sys.modules[name] = None  # type: ignore[assignment]
     try:
         yield
     finally:
-        if sys.modules.get("pydantic.v1", 0) is None:
-            del sys.modules["pydantic.v1"]
+        if sys.modules.get(name, 0) is None:
+            del sys.modules[name]
 
 
 @contextmanager
@@ -375,7 +378,8 @@ def _import_server_stack() -> None:
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.0001)
     try:
-        import uvicorn  # noqa: F401
+        with _absent("watchfiles"):
+            import uvicorn  # noqa: F401
 
         with _deferred_model_builds():
             from extvisor.server import api  # noqa: F401
