@@ -382,7 +382,7 @@ def _import_server_stack() -> None:
             import uvicorn  # noqa: F401
 
         with _deferred_model_builds():
-            from extvisor.server import api  # noqa: F401
+            from extvisor.server import api, remote, routes_extensions  # noqa: F401
     finally:
         sys.setswitchinterval(interval)
 
