@@ -120,11 +120,6 @@ def raw_bundle(base: Path, name: str, script: str) -> Path:
     return bundle
 
 
-def raw_runc_run(base: Path, runs: int = 7) -> float:
-    """Median time of one ``runc run --detach`` of a sleeping service's bundle."""
-    return statistics.median(raw_runc_once(base, i) for i in range(runs))
-
-
 def raw_runc_once(base: Path, i: int) -> float:
     """One ``runc run --detach`` of a sleeping service's bundle (the container is removed after)."""
     bundle = raw_bundle(base, "raw", "sleep 1000")
