@@ -278,10 +278,15 @@ def test_shutdown_leaves_nothing_behind(daemon: DaemonProcess):
     for sid in ("ext-shut-a", "ext-shut-b", "ext-shut-c"):
         daemon.wait_state(sid, "Running")
     assert pids_of("ext-shut-a")
+    cgroup = next(line.split(":", 2)[2] for line in Path(f"/proc/{pids_of('ext-shut-a')[0]}/cgroup").read_text().splitlines()
+                  if "/extvisor/" in line)  # fmt: skip
+    parent = cgroup.rsplit("/", 1)[0]  # /extvisor/<instance>: kept while the daemon runs
+    assert parent.count("/") == 2 and any((h / parent.lstrip("/")).is_dir() for h in Path("/sys/fs/cgroup").iterdir())
     assert daemon.stop(signal.SIGINT) == 0
     assert runc_containers(daemon) == []
     for sid in ("ext-shut-a", "ext-shut-b", "ext-shut-c"):
         assert pids_of(sid) == [] and cgroup_dirs(sid) == []
+    assert [str(h) for h in Path("/sys/fs/cgroup").iterdir() if (h / parent.lstrip("/")).exists()] == []
     assert not daemon.socket.exists()
     stops = [line for line in daemon.log().splitlines() if "Service finished successfully" in line]
     order = [next(s for s in ("ext-shut-a", "ext-shut-b", "ext-shut-c") if f"service[{s}]" in line) for line in stops]

@@ -72,11 +72,4 @@ def remove_cgroup_dirs(cgroups_path: str) -> list[str]:
                 path.rmdir()
             except OSError:
                 left.append(str(path))
-                continue
-        # The daemon's own parent (/extvisor/<instance>) goes with its last container.
-        if path.parent != hierarchy and path.parent.parent != hierarchy:
-            try:
-                path.parent.rmdir()
-            except OSError:
-                pass
     return left
