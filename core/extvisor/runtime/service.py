@@ -189,9 +189,10 @@ class Service:
             # Back off: double the delay after quick crashes, back to the start after a long run.
             if time.monotonic() - began >= self.sup.options.restart_max_delay:
                 delay = self.sup.options.restart_delay
+            said = time.monotonic()
             self.push(State.Waiting, f"{msg} (in {delay:g}s)")
-            try:
-                await self._stoppable(asyncio.ensure_future(asyncio.sleep(delay)))
+            try:  # "in 0.2s" counts from the event, not from after its record is written
+                await self._stoppable(asyncio.ensure_future(asyncio.sleep(delay - (time.monotonic() - said))))
             except _Stop:
                 self.push(State.Stopping, "Aborting restart sequence")
                 raise
