@@ -50,7 +50,7 @@ def _script(name: str, *args: str, timeout: float = 240) -> str:
 
 
 def extensions_row() -> Row:
-    text = _script("bench_extensions.py", "--mb", "50", "--repeat", "3")
+    text = _script("bench_extensions.py", "--mb", "50", "--repeat", "5")
     ours = float(re.search(r"extvisor install \(docker://\)\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     raw = float(re.search(r"skopeo copy \+ umoci raw unpack\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     return Row("install a 50 MB extension from a local registry", ours, raw, "s", 1.2,
