@@ -207,7 +207,9 @@ class Supervisor:
         if service is not None:
             service.launched_hash = spec_hash(request.oci)  # recorded: a later daemon may adopt it
         began = time.monotonic()
-        handle = await self.backend.launch(request)
+        launching = self.backend.launch(request)
+        del request  # the backend keeps what it needs: fifty starts at once must not hold fifty specs
+        handle = await launching
         self.stats.observe_start(spec.id, time.monotonic() - began)
         return handle
 

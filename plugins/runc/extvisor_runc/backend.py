@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
+from extvisor.protocols import LogSink
 from extvisor.oci import fit_to_host
 
 from .host import READ_SIZE, _cgroups_path, _decode, _drain, _runc_error, remove_cgroup_dirs
@@ -130,7 +131,9 @@ class RuncBackend:
         for note in fit_to_host(oci):
             log.info("%s: %s", cid, note)
         (bundle / "config.json").write_text(json.dumps(oci))
-        parent = posixpath.dirname(_cgroups_path(oci))
+        cgroups, sink = _cgroups_path(oci), request.log
+        del oci, request  # not held while runc runs: fifty starts at once held 4 MB, then fragments
+        parent = posixpath.dirname(cgroups)
         if parent.count("/") > 1:  # /extvisor/<instance>, never /extvisor itself
             self._cgroup_parents.add(parent)
         pid_file, log_file = bundle / "init.pid", bundle / "runc.log"
@@ -166,21 +169,21 @@ class RuncBackend:
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
-            await self._forget(cid, bundle, oci)
+            await self._forget(cid, bundle, cgroups)
             raise
         if rc != 0:
             said = _drain(read_fd).decode(errors="replace").strip().splitlines()
             os.close(read_fd)
             message = _runc_error(log_file) or (said[-1] if said else f"runc run exited with {rc}")
             if "already exists" not in message:  # else it is another run's container
-                await self._forget(cid, bundle, oci)
+                await self._forget(cid, bundle, cgroups)
             raise BackendError(message)
 
         # One `runc run --detach` rather than create + start: half the runc processes per start
         # (docs/performance.md). The init is our child by the subreaper, so an exit that comes
         # before this line is still reaped with its status, and its output waits in the pipe.
         pid = int(pid_file.read_text().strip())
-        container = RuncContainer(self, cid, pid, read_fd, request, bundle, oci)
+        container = RuncContainer(self, cid, pid, read_fd, sink, bundle, cgroups)
         self._containers.add(container)
         return container
 
@@ -191,7 +194,7 @@ class RuncBackend:
         for parent in self._cgroup_parents:  # only empty ones go: a detached container keeps its own
             remove_cgroup_dirs(parent)
 
-    async def _forget(self, cid: str, bundle: Path, oci: dict[str, Any]) -> None:
+    async def _forget(self, cid: str, bundle: Path, cgroups: str) -> None:
         """Undo a failed or cancelled create: runc usually removed the container already."""
         try:
             pid = int((bundle / "init.pid").read_text())
@@ -207,7 +210,7 @@ class RuncBackend:
             except ChildProcessError:
                 pass
         shutil.rmtree(bundle, ignore_errors=True)
-        left = remove_cgroup_dirs(_cgroups_path(oci))
+        left = remove_cgroup_dirs(cgroups)
         if left:
             log.warning("%s: cgroups left after a failed create: %s", cid, ", ".join(left))
 
@@ -216,15 +219,15 @@ class RuncContainer:
     """One created-and-started runc container; its init is our child."""
 
     def __init__(
-        self, backend: RuncBackend, cid: str, pid: int, log_fd: int, request: LaunchRequest, bundle: Path,
-        oci: dict[str, Any],
+        self, backend: RuncBackend, cid: str, pid: int, log_fd: int, sink: LogSink, bundle: Path,
+        cgroups: str,
     ) -> None:  # fmt: skip
         self.id = cid
         self.pid = pid
         self._backend = backend
-        self._sink = request.log
+        self._sink = sink
         self._bundle = bundle
-        self._cgroups_path = _cgroups_path(oci)
+        self._cgroups_path = cgroups
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._eof: asyncio.Future[None] = self._loop.create_future()
