@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import statistics
@@ -21,6 +22,17 @@ from extvisor.testing import make_busybox_rootfs, make_service  # noqa: E402
 
 PYTHON = sys.executable
 EXTVISOR = str(Path(sys.executable).with_name("extvisor"))
+# Raw runs get a cgroup as deep as a daemon's (/extvisor/<instance>/<id>): the same bundle.
+RAW_CGROUP_PARENT = "/extvisor/bench-raw"
+
+
+@atexit.register
+def _remove_raw_cgroup_parent() -> None:
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        try:
+            (hierarchy / RAW_CGROUP_PARENT.lstrip("/")).rmdir()
+        except OSError:
+            pass  # not there, or not empty: nothing of ours to remove
 
 
 @dataclass
@@ -113,7 +125,7 @@ def raw_bundle(base: Path, name: str, script: str) -> Path:
         make_busybox_rootfs(rootfs)
     bundle = base / f"bundle-{name}"
     bundle.mkdir(parents=True, exist_ok=True)
-    oci = build_oci_spec(make_service(name, script), rootfs)
+    oci = build_oci_spec(make_service(name, script), rootfs, cgroup_parent=RAW_CGROUP_PARENT)
     fit_to_host(oci)
     oci.pop("hostname", None)
     (bundle / "config.json").write_text(json.dumps(oci))

@@ -41,14 +41,14 @@ def restart_row(delay: float = 0.2) -> Row:
     with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
         d = DaemonProcess(Path(tmp))
         ids = write_services(d, 1, "sleep 0.3; exit 1", prefix="crash")
-        raws = [raw_runc_once(Path(tmp), i) for i in range(5)]  # before and after: the machine drifts
+        raws = [raw_runc_once(Path(tmp), i) for i in range(8)]  # before and after: the machine drifts
         d.start()
         try:
-            d.wait(lambda: d.service(ids[0])["restarts"] >= 10, timeout=60, what="restarts")
+            d.wait(lambda: d.service(ids[0])["restarts"] >= 16, timeout=90, what="restarts")
             events = sorted(d.service(ids[0])["events"], key=lambda e: e["ts"])
         finally:
             d.stop()
-        raws += [raw_runc_once(Path(tmp), i) for i in range(5, 10)]
+        raws += [raw_runc_once(Path(tmp), i) for i in range(8, 16)]
         raw = statistics.median(raws)
     gaps = []
     for prev, nxt in zip(events, events[1:]):
