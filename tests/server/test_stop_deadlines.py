@@ -7,7 +7,6 @@ Here runc is a wrapper that fails (or hangs) while a flag file exists.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import stat
@@ -18,6 +17,8 @@ from pathlib import Path
 import pytest
 from daemon_process import DaemonProcess
 
+from extvisor.oci.cgroups import remove_cgroup_dirs
+from extvisor.protocols import instance_name
 from extvisor.testing import make_busybox_rootfs
 
 pytestmark = pytest.mark.runc
@@ -97,9 +98,6 @@ def _clean(d: DaemonProcess) -> None:
         out = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True).stdout
         for cid in out.split():
             subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup", topdown=False):
-        if "/extvisor/" in dirpath and dirpath.endswith("/ext-stubborn"):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
+    parent = f"/extvisor/{instance_name(d.state_dir)}"  # this daemon's only, never another's
+    remove_cgroup_dirs(f"{parent}/ext-stubborn")
+    remove_cgroup_dirs(parent)

@@ -179,3 +179,24 @@ def read_stats(pid: int | None = None, cgroups_path: str | None = None) -> Conta
         return group.stats()
     except (FileNotFoundError, ProcessLookupError):
         return None
+
+
+def remove_cgroup_dirs(cgroups_path: str) -> list[str]:
+    """Remove the cgroup dirs at *cgroups_path* (only empty ones go); list those that stay.
+
+    Checks every hierarchy under /sys/fs/cgroup: v1 controllers, and the v2 mount of a
+    hybrid host. A relative path (placed under the runtime's own cgroup) is not looked for.
+    Backends call it for a container's cgroup after delete, and for the daemon's parent
+    (``/extvisor/<instance>``) when they close.
+    """
+    if not cgroups_path.startswith("/"):
+        return []
+    left = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        path = hierarchy / cgroups_path.lstrip("/")
+        if path.is_dir():
+            try:
+                path.rmdir()
+            except OSError:
+                left.append(str(path))
+    return left

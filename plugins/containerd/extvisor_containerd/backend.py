@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import copy
 import logging
+import posixpath
 import signal
 from pathlib import Path
+from typing import Any
 
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
 from extvisor.oci import fit_to_host
+from extvisor.oci.cgroups import remove_cgroup_dirs
 from extvisor.oci.procs import watch_kill
 
 from . import client as c
@@ -48,6 +51,7 @@ class ContainerdBackend:
         self.namespace = _option(config, "containerd-namespace", DEFAULT_NAMESPACE) or f"extvisor-{config.scope}"
         self.runc_root = Path(config.state_dir) / "runc"  # runc state kept private to us
         self.client: c.Client | None = None
+        self._cgroup_parents: set[str] = set()  # /extvisor/<instance>: the shim removes only a task's own
 
     def _client(self) -> c.Client:
         if self.client is None:
@@ -70,6 +74,13 @@ class ContainerdBackend:
         if self.client is not None:
             client, self.client = self.client, None
             await client.close()
+        for parent in self._cgroup_parents:  # only empty ones go: a detached task keeps its own
+            remove_cgroup_dirs(parent)
+
+    def _remember_parent(self, oci: dict[str, Any]) -> None:
+        parent = posixpath.dirname(str((oci.get("linux") or {}).get("cgroupsPath") or ""))
+        if parent.count("/") > 1:  # /extvisor/<instance>, never /extvisor itself
+            self._cgroup_parents.add(parent)
 
     async def cleanup(self, keep: frozenset[str] = frozenset()) -> list[str]:
         client = self._client()
@@ -93,6 +104,7 @@ class ContainerdBackend:
         """The running task of our container *request.service_id*, its FIFO reopened; or None."""
         client = self._client()
         cid = request.service_id
+        self._remember_parent(request.oci)
         try:
             got = await client.call(client.containers.Get, c.containers_pb2.GetContainerRequest(id=cid))
             labels = got.container.labels
@@ -137,6 +149,7 @@ class ContainerdBackend:
         oci = copy.deepcopy(request.oci)  # our copy: fit_to_host changes it
         for note in fit_to_host(oci):
             log.info("%s: %s", cid, note)
+        self._remember_parent(oci)
         fifo_path = request.state_dir / f"{cid}.stdio"
         labels = {LABEL: cid, FIFO_LABEL: str(fifo_path)}
         create = client.container(cid, oci, labels, str(self.runc_root))

@@ -31,8 +31,9 @@ from typing import Any
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
 from extvisor.protocols import LogSink
 from extvisor.oci import fit_to_host
+from extvisor.oci.cgroups import remove_cgroup_dirs
 
-from .host import READ_SIZE, _cgroups_path, _decode, _drain, _runc_error, remove_cgroup_dirs
+from .host import READ_SIZE, _cgroups_path, _decode, _drain, _runc_error
 from .subreaper import subreaper
 
 log = logging.getLogger("extvisor.runc")

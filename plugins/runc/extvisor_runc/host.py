@@ -54,22 +54,3 @@ def _drain(fd: int) -> bytes:
 
 def _cgroups_path(oci: dict[str, Any]) -> str:
     return str((oci.get("linux") or {}).get("cgroupsPath") or "")
-
-
-def remove_cgroup_dirs(cgroups_path: str) -> list[str]:
-    """Remove a container's cgroup dirs runc left (only empty ones go); list those that stay.
-
-    Checks every hierarchy under /sys/fs/cgroup: v1 controllers, and the v2 mount of a
-    hybrid host. A relative path (placed under runc's own cgroup) is not looked for.
-    """
-    if not cgroups_path.startswith("/"):
-        return []
-    left = []
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        path = hierarchy / cgroups_path.lstrip("/")
-        if path.is_dir():
-            try:
-                path.rmdir()
-            except OSError:
-                left.append(str(path))
-    return left
