@@ -72,6 +72,9 @@ def _side_by_side(a: DaemonProcess, b: DaemonProcess) -> None:
         for d in (a, b):
             if d.proc is not None and d.proc.poll() is None:
                 assert d.stop() == 0, d.log()[-2000:]
+    # Each daemon's cgroup parent went with it (podman's containers live under libpod's).
+    for parent in (f"extvisor/{instance_name(a.state_dir)}", "extvisor/second"):
+        assert [str(h) for h in Path("/sys/fs/cgroup").iterdir() if (h / parent).exists()] == []
 
 
 @pytest.mark.runc
