@@ -33,3 +33,10 @@ def test_a_usage_error_still_exits_2(tmp_path):
 def test_a_command_that_ends_on_its_own_exits_0(tmp_path):
     r = extvisor(tmp_path, "extensions", "--help")
     assert (r.returncode, r.stderr) == (0, "")
+
+
+def test_the_top_level_help_is_whole_after_the_quick_exit(tmp_path):
+    r = extvisor(tmp_path, "--help")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.startswith("Usage: extvisor [OPTIONS] COMMAND")
+    assert "  services " in r.stdout and r.stdout.endswith("\n")
