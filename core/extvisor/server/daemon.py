@@ -356,8 +356,8 @@ def _absent(name: str) -> Iterator[None]:
 
 @contextmanager
 def _deferred_model_builds() -> Iterator[None]:
-    """FastAPI defines some fifty pydantic models for its OpenAPI document, which the daemon
-    builds only if someone asks for ``/docs``: building them at import is ~80 ms of a start.
+    """FastAPI defines some thirty-five pydantic models for its OpenAPI document, needed only
+    if someone asks for ``/docs``: building them at import is ~80 ms of a start.
     Models defined meanwhile get pydantic's ``defer_build`` and are built at first use."""
     from pydantic import BaseModel
 
