@@ -21,17 +21,7 @@ A backend author subclasses :class:`BackendContract` in a test module::
             return []  # describe containers, processes, cgroups, mounts left behind
 """
 
-from typing import Any
-
+from extvisor.testing.contract import BackendContract
 from extvisor.testing.kit import CollectingSink, Harness, make_busybox_rootfs, make_service
 
 __all__ = ["BackendContract", "CollectingSink", "Harness", "make_busybox_rootfs", "make_service"]
-
-
-def __getattr__(name: str) -> Any:
-    # The contract needs pytest; the kit alone serves the benchmarks, which run without it.
-    if name == "BackendContract":
-        from extvisor.testing.contract import BackendContract
-
-        return BackendContract
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,16 +16,7 @@ import pytest
 if TYPE_CHECKING:
     from extvisor.protocols import Backend
 
-from extvisor.testing.kit import CollectingSink, Harness
-
-try:  # explicit asyncio marks, so the contract also runs under asyncio_mode=strict
-    import pytest_asyncio
-
-    _async_fixture = pytest_asyncio.fixture
-    _asyncio_mark: list[Any] = [pytest.mark.asyncio]
-except ImportError:  # pragma: no cover - pytest-asyncio is a dev dependency
-    _async_fixture = pytest.fixture
-    _asyncio_mark = []
+from extvisor.testing.kit import CollectingSink, Harness, _async_fixture, _asyncio_mark
 
 
 def _bits(hexmask: str) -> int:

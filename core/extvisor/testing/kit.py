@@ -8,9 +8,20 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 if TYPE_CHECKING:
     from extvisor.spec.models import ServiceSpec
     from extvisor.protocols import Backend, ContainerHandle, ExitStatus
+
+try:  # explicit asyncio marks, so the contract also runs under asyncio_mode=strict
+    import pytest_asyncio
+
+    _async_fixture = pytest_asyncio.fixture
+    _asyncio_mark: list[Any] = [pytest.mark.asyncio]
+except ImportError:  # pragma: no cover - pytest-asyncio is a dev dependency
+    _async_fixture = pytest.fixture
+    _asyncio_mark = []
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = (
