@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from daemon_process import DaemonProcess  # noqa: E402
 
 from extvisor.oci import build_oci_spec, fit_to_host  # noqa: E402
+from extvisor.oci.cgroups import remove_cgroup_dirs  # noqa: E402
 from extvisor.testing import make_busybox_rootfs, make_service  # noqa: E402
 
 PYTHON = sys.executable
@@ -26,13 +27,7 @@ EXTVISOR = str(Path(sys.executable).with_name("extvisor"))
 RAW_CGROUP_PARENT = "/extvisor/bench-raw"
 
 
-@atexit.register
-def _remove_raw_cgroup_parent() -> None:
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        try:
-            (hierarchy / RAW_CGROUP_PARENT.lstrip("/")).rmdir()
-        except OSError:
-            pass  # not there, or not empty: nothing of ours to remove
+atexit.register(remove_cgroup_dirs, RAW_CGROUP_PARENT)  # empty by then: each run deletes its own
 
 
 @dataclass

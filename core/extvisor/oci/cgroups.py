@@ -18,6 +18,7 @@ Figures, as ``docker stats`` / kubelet compute them:
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +201,13 @@ def remove_cgroup_dirs(cgroups_path: str) -> list[str]:
             except OSError:
                 left.append(str(path))
     return left
+
+
+def daemon_parent(cgroups_path: str) -> str:
+    """The daemon's own cgroup (``/extvisor/<instance>``) above a container's, or ''.
+
+    Backends keep it while the daemon runs (runc would create it again at every start) and
+    pass it to :func:`remove_cgroup_dirs` when they close; never ``/extvisor`` itself.
+    """
+    parent = posixpath.dirname(cgroups_path)
+    return parent if parent.count("/") > 1 else ""

@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import copy
 import logging
-import posixpath
 import signal
 from pathlib import Path
 from typing import Any
 
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
 from extvisor.oci import fit_to_host
-from extvisor.oci.cgroups import remove_cgroup_dirs
+from extvisor.oci.cgroups import daemon_parent, remove_cgroup_dirs
 from extvisor.oci.procs import watch_kill
 
 from . import client as c
@@ -51,7 +50,7 @@ class ContainerdBackend:
         self.namespace = _option(config, "containerd-namespace", DEFAULT_NAMESPACE) or f"extvisor-{config.scope}"
         self.runc_root = Path(config.state_dir) / "runc"  # runc state kept private to us
         self.client: c.Client | None = None
-        self._cgroup_parents: set[str] = set()  # /extvisor/<instance>: the shim removes only a task's own
+        self._cgroup_parents: set[str] = set()  # daemon_parent: the shim removes only a task's own
 
     def _client(self) -> c.Client:
         if self.client is None:
@@ -78,9 +77,7 @@ class ContainerdBackend:
             remove_cgroup_dirs(parent)
 
     def _remember_parent(self, oci: dict[str, Any]) -> None:
-        parent = posixpath.dirname(str((oci.get("linux") or {}).get("cgroupsPath") or ""))
-        if parent.count("/") > 1:  # /extvisor/<instance>, never /extvisor itself
-            self._cgroup_parents.add(parent)
+        self._cgroup_parents.add(daemon_parent(str((oci.get("linux") or {}).get("cgroupsPath") or "")))
 
     async def cleanup(self, keep: frozenset[str] = frozenset()) -> list[str]:
         client = self._client()

@@ -22,7 +22,6 @@ import fcntl
 import json
 import logging
 import os
-import posixpath
 import shutil
 import signal
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
 from extvisor.protocols import LogSink
 from extvisor.oci import fit_to_host
-from extvisor.oci.cgroups import remove_cgroup_dirs
+from extvisor.oci.cgroups import daemon_parent, remove_cgroup_dirs
 
 from .host import READ_SIZE, _cgroups_path, _decode, _drain, _runc_error
 from .subreaper import subreaper
@@ -56,9 +55,7 @@ class RuncBackend:
         self.binary = str(options.get("runc_binary") or options.get("runc-binary") or "runc")
         self.root = Path(config.state_dir) / "runc"
         self._containers: set[RuncContainer] = set()
-        # The daemon's cgroup parents (/extvisor/<instance>): kept while it runs, so that runc
-        # does not create them again at every start (~10 ms of a restart on cgroup v1).
-        self._cgroup_parents: set[str] = set()
+        self._cgroup_parents: set[str] = set()  # kept while the daemon runs (daemon_parent)
 
     # -- running runc ----------------------------------------------------------------
 
@@ -134,9 +131,7 @@ class RuncBackend:
         (bundle / "config.json").write_text(json.dumps(oci))
         cgroups, sink = _cgroups_path(oci), request.log
         del oci, request  # not held while runc runs: fifty starts at once held 4 MB, then fragments
-        parent = posixpath.dirname(cgroups)
-        if parent.count("/") > 1:  # /extvisor/<instance>, never /extvisor itself
-            self._cgroup_parents.add(parent)
+        self._cgroup_parents.add(daemon_parent(cgroups))
         pid_file, log_file = bundle / "init.pid", bundle / "runc.log"
 
         read_fd, write_fd = os.pipe()  # both close-on-exec: no other child inherits them
