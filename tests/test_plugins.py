@@ -9,6 +9,8 @@ only inside these tests, and importlib.metadata finds the dist-info there.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,14 @@ def test_plugins_table(fakedist):
     assert "blocked" in rows["blocked"].split() and "failed" in rows["importerror"].split()
     assert "register_backends, register_conditions" in rows["ok"]
     assert "  faketcp " in result.stdout and "problems:" in result.stdout
+
+
+def test_a_backend_contract_without_a_backend_fails_rather_than_skips(tmp_path):
+    (tmp_path / "test_forgot.py").write_text(
+        "from extvisor.testing import BackendContract\n\n\nclass TestForgot(BackendContract):\n    pass\n"
+    )
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert r.returncode == 1, r.stdout
+    assert "TestForgot defines no backend_factory fixture" in r.stdout
+    assert " skipped" not in r.stdout
