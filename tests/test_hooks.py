@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from extvisor import BackendType, ConditionKind, Finding, LoadContext, LoadedService, hookimpl
-from extvisor.spec.loader import collect_services, load_service_text
+from extvisor.documents.loader import collect_services, load_service_text
 from extvisor.plugins import PluginManager
 
 
@@ -163,12 +163,12 @@ class Unusable:
 
 
 def _core_pm(tmp_path: Path) -> PluginManager:
-    import extvisor.spec.loader
+    import extvisor.documents.loader
 
     (tmp_path / "dir.yaml").write_text(SPEC.format(name="dir", entry="dir"))
     (tmp_path / "shared.yaml").write_text(SPEC.format(name="shared", entry="dir"))
     pm = PluginManager()
-    pm.register_module(extvisor.spec.loader, name="extvisor.spec.loader", distribution="extvisor")
+    pm.register_module(extvisor.documents.loader, name="extvisor.documents.loader", distribution="extvisor")
     return pm
 
 

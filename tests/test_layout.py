@@ -98,8 +98,8 @@ def test_every_path_the_architecture_names_exists():
 
 
 @pytest.mark.parametrize("old, new", [
-    ("extvisor.loader", "extvisor.spec.loader"),
-    ("extvisor.models", "extvisor.spec.models"),
+    ("extvisor.loader", "extvisor.documents.loader"),
+    ("extvisor.models", "extvisor.documents.models"),
     ("extvisor.supervisor", "extvisor.runtime.supervisor"),
     ("extvisor.daemon", "extvisor.server.daemon"),
 ])

@@ -14,11 +14,11 @@ _moved.install()
 
 # name -> the module that defines it
 _PUBLIC = {
-    "Finding": "extvisor.spec.findings",
-    "LoadError": "extvisor.spec.findings",
-    "SpecWarning": "extvisor.spec.findings",
-    "ExtensionServiceConfig": "extvisor.spec.models",
-    "ServiceSpec": "extvisor.spec.models",
+    "Finding": "extvisor.documents.findings",
+    "LoadError": "extvisor.documents.findings",
+    "SpecWarning": "extvisor.documents.findings",
+    "ExtensionServiceConfig": "extvisor.documents.models",
+    "ServiceSpec": "extvisor.documents.models",
     "Backend": "extvisor.protocols",
     "BackendConfig": "extvisor.protocols",
     "BackendError": "extvisor.protocols",
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
         ContainerHandle, ExitStatus, LaunchRequest,
     )  # fmt: skip
     from extvisor.records import BackendOption, BackendType, ConditionKind, LoadContext, LoadedService
-    from extvisor.spec.findings import Finding, LoadError, SpecWarning
-    from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec
+    from extvisor.documents.findings import Finding, LoadError, SpecWarning
+    from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
     from extvisor.state import ServiceEvent, State
 
     hookimpl: pluggy.HookimplMarker

@@ -3,6 +3,10 @@
 0.2 put the modules in packages named after the parts (``extvisor.spec``,
 ``extvisor.runtime``, ``extvisor.server``, ...). ``import extvisor.loader`` still works
 and warns; the aliases go in 0.3. Plugin-facing modules did not move.
+
+0.3 renamed ``extvisor.spec`` (the document formats) to ``extvisor.documents`` and
+``extvisor.cli.spec`` to ``extvisor.cli.documents``; their 0.2 paths warn the same way
+until 0.4.
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from __future__ import annotations
 import sys
 
 MOVED = {
-    "extvisor.findings": "extvisor.spec.findings",
-    "extvisor.models": "extvisor.spec.models",
-    "extvisor.yamlio": "extvisor.spec.yamlio",
-    "extvisor.loader": "extvisor.spec.loader",
-    "extvisor.validate": "extvisor.spec.validate",
-    "extvisor.schema": "extvisor.spec.schema",
+    "extvisor.findings": "extvisor.documents.findings",
+    "extvisor.models": "extvisor.documents.models",
+    "extvisor.yamlio": "extvisor.documents.yamlio",
+    "extvisor.loader": "extvisor.documents.loader",
+    "extvisor.validate": "extvisor.documents.validate",
+    "extvisor.schema": "extvisor.documents.schema",
     "extvisor.envfile": "extvisor.runtime.envfile",
     "extvisor.supervisor": "extvisor.runtime.supervisor",
     "extvisor.service": "extvisor.runtime.service",
@@ -25,11 +29,18 @@ MOVED = {
     "extvisor.waitall": "extvisor.runtime.waitall",
     "extvisor.daemon": "extvisor.server.daemon",
     "extvisor.api": "extvisor.server.api",
-    "extvisor.cli_spec": "extvisor.cli.spec",
+    "extvisor.cli_spec": "extvisor.cli.documents",
     "extvisor.cli_daemon": "extvisor.cli.daemon",
     "extvisor.cli_service": "extvisor.cli.service",
     "extvisor.cli_dashboard": "extvisor.cli.dashboard",
     "extvisor.cli_dev": "extvisor.cli.dev",
+    # 0.2 -> 0.3
+    "extvisor.cli.spec": "extvisor.cli.documents",
+    "extvisor.spec": "extvisor.documents",
+    **{
+        f"extvisor.spec.{m}": f"extvisor.documents.{m}"
+        for m in ("configdocs", "files", "findings", "loader", "models", "report", "schema", "validate", "yamlio")
+    },
 }
 
 
@@ -81,5 +92,8 @@ def names(package: str, moved: dict[str, str]):  # type: ignore[no-untyped-def]
 
 
 def install() -> None:
+    # First in line: ``extvisor.spec.models`` must resolve to the module already loaded as
+    # ``extvisor.documents.models``, not be found again on the aliased package's path and
+    # loaded a second time (two copies, two sets of classes).
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
-        sys.meta_path.append(_Alias())
+        sys.meta_path.insert(0, _Alias())

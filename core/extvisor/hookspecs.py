@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from extvisor.spec.models import ServiceSpec
+    from extvisor.documents.models import ServiceSpec
     from extvisor.protocols import ContainerHandle, ContainerStats, ExitStatus
     from extvisor.records import BackendType, ConditionKind, LoadContext, LoadedService
     from extvisor.state import ServiceEvent

@@ -24,7 +24,7 @@ log = logging.getLogger("extvisor.plugins")
 
 GROUP = "extvisor"
 DISABLE_ENV = "EXTVISOR_DISABLE_PLUGINS"
-CORE_PLUGINS = ("extvisor.spec.loader",)  # the core's own hook implementations
+CORE_PLUGINS = ("extvisor.documents.loader",)  # the core's own hook implementations
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec
+    from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
 
 
 class BackendError(Exception):

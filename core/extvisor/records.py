@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from extvisor.spec.findings import Finding
-    from extvisor.spec.models import ServiceSpec
+    from extvisor.documents.findings import Finding
+    from extvisor.documents.models import ServiceSpec
     from extvisor.protocols import Backend, BackendConfig, Condition, ConditionContext
 
 

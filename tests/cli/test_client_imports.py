@@ -19,7 +19,7 @@ from extvisor.cli.main import COMMANDS
 FORBIDDEN = (
     "fastapi", "uvicorn", "starlette", "pydantic", "pluggy", "httpx", "textual", "grpc",
     "podman", "prometheus_client", "psutil", "watchfiles", "pyroute2",
-    "extvisor.server", "extvisor.runtime", "extvisor.spec", "extvisor.devmode", "extvisor.dashboard",
+    "extvisor.server", "extvisor.runtime", "extvisor.documents", "extvisor.devmode", "extvisor.dashboard",
     "extvisor.extensions", "extvisor_runc", "extvisor_containerd", "extvisor_podman", "extvisor_conditions",
     # remote nodes: only when a node is named or a client configuration exists
     "cryptography", "ssl", "concurrent.futures", "extvisor.remote.talosconfig", "extvisor.remote.nodes",

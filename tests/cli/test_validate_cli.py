@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import require_corpus
 
-from extvisor.cli import spec as cli_spec
+from extvisor.cli import documents as cli_spec
 from extvisor.cli import main
 
 HERE = Path(__file__).parents[1]  # tests/

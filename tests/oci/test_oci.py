@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from extvisor.spec.models import ServiceSpec
+from extvisor.documents.models import ServiceSpec
 from extvisor.oci import (
     DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,

@@ -287,7 +287,7 @@ restart: always
 
 
 def test_loader_validates_every_kind():
-    from extvisor.spec.loader import load_service_text
+    from extvisor.documents.loader import load_service_text
 
     loaded = load_service_text(SERVICE_YAML, "web.yaml", get_plugin_manager().condition_kinds())
     assert loaded.ok, [str(f) for f in loaded.findings]
@@ -305,7 +305,7 @@ def test_loader_validates_every_kind():
 
 
 def test_loader_reports_bad_values_with_their_line():
-    from extvisor.spec.loader import load_service_text
+    from extvisor.documents.loader import load_service_text
 
     text = SERVICE_YAML.replace("ext-db", '""').replace("/run/x", "run/x").replace("Hostname", "wifi")
     text = text.replace("time: true", "time: false")

@@ -79,7 +79,7 @@ async def test_wait_cancels(tcp_plugin):
 
 
 def test_loader_accepts_the_new_key(tcp_plugin):
-    from extvisor.spec.loader import load_service_text
+    from extvisor.documents.loader import load_service_text
 
     kinds = get_plugin_manager().condition_kinds()
     text = (EXAMPLE / "example-service.yaml").read_text()

@@ -14,7 +14,7 @@ import pytest
 from procbackend import ProcBackend
 
 import extvisor_conditions
-from extvisor.spec.models import Dependency, Restart, ServiceSpec
+from extvisor.documents.models import Dependency, Restart, ServiceSpec
 from extvisor.plugins import PluginManager
 from extvisor.state import State
 from extvisor.runtime.supervisor import Options, Supervisor, find_cycles

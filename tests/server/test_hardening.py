@@ -1,7 +1,7 @@
 """Issue 17: each defect reproduced as it was found, against a real daemon (runc).
 
 Items 1, 3, 5, 7, 8 and 10 here; 2 in test_stop_deadlines.py, 4 in test_daemon_instances.py,
-6 and 9 (and 1 and 5 in detail) in tests/runtime/test_logs.py, 11 in tests/spec/test_hardening_spec.py.
+6 and 9 (and 1 and 5 in detail) in tests/runtime/test_logs.py, 11 in tests/documents/test_hardening_spec.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ``extvisor`` command: one module per command group, each thin.
 
-``main`` is the group and its table of commands, loaded lazily; ``spec`` (validate,
+``main`` is the group and its table of commands, loaded lazily; ``documents`` (validate,
 schema, plugins), ``daemon``, ``service`` (services, service, logs, events),
 ``dashboard`` and ``dev``. A command parses its options and prints; the work is in the
 part it calls.

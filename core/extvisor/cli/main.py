@@ -14,9 +14,9 @@ from extvisor._version import __version__
 
 # command name -> "module:attribute"
 COMMANDS = {
-    "validate": "extvisor.cli.spec:validate",
-    "schema": "extvisor.cli.spec:schema",
-    "plugins": "extvisor.cli.spec:plugins",
+    "validate": "extvisor.cli.documents:validate",
+    "schema": "extvisor.cli.documents:schema",
+    "plugins": "extvisor.cli.documents:plugins",
     "daemon": "extvisor.cli.daemon:daemon",
     "services": "extvisor.cli.service:services",
     "service": "extvisor.cli.service:service",

@@ -4,7 +4,7 @@ Holds the HTTP client (``http``) and the plain-text formatting shared by the CLI
 dashboard (``format``). It must stay light: it never imports the server stack (FastAPI,
 uvicorn), the runtime or the backends, so that a CLI call answers fast.
 
-May import: ``extvisor.remote``, ``extvisor.spec`` and the plugin-facing modules.
+May import: ``extvisor.remote``, ``extvisor.documents`` and the plugin-facing modules.
 """
 
 from extvisor import _moved

@@ -4,7 +4,7 @@ Holds the project folder's layout (``project``), the terminal printer (``printer
 the run itself with its file watcher (``run``).
 
 May import: ``extvisor.server`` (it runs the daemon in-process), ``extvisor.runtime``,
-``extvisor.spec`` and the plugin-facing modules. Never the CLI.
+``extvisor.documents`` and the plugin-facing modules. Never the CLI.
 """
 
 from extvisor import _moved

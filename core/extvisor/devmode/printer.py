@@ -9,7 +9,7 @@ import zlib
 from typing import IO
 
 from extvisor import hookimpl
-from extvisor.spec.findings import Finding
+from extvisor.documents.findings import Finding
 from extvisor.state import ServiceEvent
 
 PRINTER = "extvisor.dev-printer"

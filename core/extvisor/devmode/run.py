@@ -18,8 +18,8 @@ from extvisor.plugins import get_plugin_manager
 from extvisor.runtime.service import Service
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.server.daemon import Daemon, DaemonConfig, DaemonError
-from extvisor.spec.findings import Finding
-from extvisor.spec.models import ServiceSpec
+from extvisor.documents.findings import Finding
+from extvisor.documents.models import ServiceSpec
 from extvisor.devmode.printer import PRINTER, Printer
 from extvisor.devmode.project import STATE, rootfs_for
 
@@ -121,7 +121,7 @@ class Watcher:
 
     async def service_file(self, path: Path) -> None:
         """Validate a changed service file and apply it; a broken file leaves the service as it was."""
-        from extvisor.spec.loader import load_service_file
+        from extvisor.documents.loader import load_service_file
 
         sup = self.sup
         owner = self._owner(path)
@@ -166,7 +166,7 @@ class Watcher:
 
 
 def _duplicate(path: Path, name: str, first: str) -> Finding:
-    from extvisor.spec.yamlio import parse
+    from extvisor.documents.yamlio import parse
 
     line, col = 1, 1
     try:

@@ -5,7 +5,7 @@ Holds reference parsing (``refs``), fetching with skopeo (``fetch``), applying l
 whole pipeline (``image``) and the on-disk store with atomic install, upgrade and removal
 (``store``). docs/extensions.md tells the story.
 
-May import: ``extvisor.spec``, ``extvisor.oci`` and the plugin-facing modules at the top of
+May import: ``extvisor.documents``, ``extvisor.oci`` and the plugin-facing modules at the top of
 ``extvisor``; never ``runtime``, ``server``, ``client`` or ``cli`` (the daemon calls in here,
 not the other way round).
 """

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from extvisor.oci import ContainerSpecError, check_rootfs
-from extvisor.spec.loader import load_service_text, mark_duplicates
-from extvisor.spec.models import ServiceSpec
+from extvisor.documents.loader import load_service_text, mark_duplicates
+from extvisor.documents.models import ServiceSpec
 from extvisor.records import ConditionKind, LoadedService
 
 from . import manifest as mf

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extvisor.spec.yamlio import parse
+from extvisor.documents.yamlio import parse
 
 from . import semver
 

@@ -6,7 +6,7 @@ with containerd's default seccomp profile for the service's capabilities (``secc
 
 Plugin-facing: backends call :func:`fit_to_host` (and :func:`fit_to_rootless` without root);
 the contract suite builds specs here.
-May import: ``extvisor.spec`` only.
+May import: ``extvisor.documents`` only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from extvisor.oci.seccomp import default_profile
-from extvisor.spec.models import Mount, ServiceSpec
+from extvisor.documents.models import Mount, ServiceSpec
 
 # containerd's defaults, which Talos keeps unless the spec gives lists (pkg/oci/spec.go).
 DEFAULT_MASKED_PATHS = [

@@ -6,6 +6,6 @@ service needs from its supervisor (``host``: a Protocol), waiting for several
 conditions (``waitall``), host services, ExtensionServiceConfig at run time
 (``configstore``, ``envfile``) and log files (``logs``).
 
-May import: ``extvisor.oci``, ``extvisor.spec`` and the plugin-facing modules.
+May import: ``extvisor.oci``, ``extvisor.documents`` and the plugin-facing modules.
 Never the server, the client, the CLI or the dashboard.
 """

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from extvisor.runtime.envfile import parse_env_file
-from extvisor.spec.findings import Finding
-from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec
+from extvisor.documents.findings import Finding
+from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
 
 log = logging.getLogger("extvisor.configs")
 
@@ -58,7 +58,7 @@ class ConfigStore:
 
     def reload(self) -> set[str]:
         """Re-read changed files; return the names of services whose document changed."""
-        from extvisor.spec.loader import load_config_documents
+        from extvisor.documents.loader import load_config_documents
 
         signature = self._scan()
         if signature == self._signature:

@@ -16,7 +16,7 @@ from extvisor.runtime.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 if TYPE_CHECKING:
     from extvisor.protocols import Condition, ConfigView, ContainerHandle
     from extvisor.records import ConditionKind
-    from extvisor.spec.models import ServiceSpec
+    from extvisor.documents.models import ServiceSpec
     from extvisor.state import ServiceEvent
 
 

@@ -50,7 +50,7 @@ class HostService:
             self._set(sup, State.Failed, "no plugin provides the path condition")
             return
         from extvisor.protocols import ConditionContext
-        from extvisor.spec.models import ServiceSpec
+        from extvisor.documents.models import ServiceSpec
 
         ctx = ConditionContext(self.id, ServiceSpec(name=self.id), sup, sup.configs, sup.options.condition_options)
         condition = kind.factory(self.path, ctx)

@@ -12,7 +12,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from extvisor.spec.models import Restart, ServiceSpec
+from extvisor.documents.models import Restart, ServiceSpec
 from extvisor.oci import ContainerSpecError, check_rootfs, create_missing_sources
 from extvisor.protocols import BackendError, BackendUnavailable, ContainerHandle, ExitStatus
 from extvisor.state import Health, History, ServiceEvent, ServiceInfo, State

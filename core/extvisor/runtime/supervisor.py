@@ -20,7 +20,7 @@ from extvisor.runtime.configstore import ConfigStore
 from extvisor.runtime.hostservices import HostService
 from extvisor.runtime.host import Options
 from extvisor.runtime.logs import ServiceLog
-from extvisor.spec.models import Dependency, ServiceSpec
+from extvisor.documents.models import Dependency, ServiceSpec
 from extvisor.oci import build_oci_spec
 from extvisor.plugins import PluginManager
 from extvisor.protocols import Backend, Condition, ConditionContext, ContainerHandle, LaunchRequest

@@ -4,6 +4,6 @@ Holds the daemon (``daemon``: wiring of plugins, backend, supervisor and API, th
 signals, crash recovery, its own log) and the FastAPI application (``api``).
 
 May import: ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.remote``,
-``extvisor.oci``, ``extvisor.spec`` and the plugin-facing modules. Never the client,
+``extvisor.oci``, ``extvisor.documents`` and the plugin-facing modules. Never the client,
 the CLI, the dashboard or dev mode.
 """

@@ -24,7 +24,7 @@ from typing import Any
 
 from extvisor import hookimpl
 from extvisor.runtime.configstore import ConfigStore
-from extvisor.spec.findings import Finding
+from extvisor.documents.findings import Finding
 from extvisor.runtime.hostservices import HostService
 from extvisor.plugins import PluginManager, get_plugin_manager
 from extvisor.protocols import INSTANCE_RE, Backend, BackendConfig, BackendUnavailable, instance_name
@@ -68,7 +68,7 @@ class DaemonConfig:
 
 def load_services(pm: PluginManager, config: DaemonConfig, kinds: dict) -> tuple[list[LoadedService], list[Finding]]:
     """Every service the loader hooks found; a name declared twice keeps the first source."""
-    from extvisor.spec.loader import collect_services
+    from extvisor.documents.loader import collect_services
 
     context = LoadContext(config_dir=config.config_dir, kinds=kinds, strict=config.strict)
     results = collect_services(pm, context)

@@ -25,9 +25,9 @@ from extvisor.extensions.manifest import TALOS_VERSION, talos_version
 from extvisor.extensions.store import Installed, InstallError, Store
 from extvisor.records import ConditionKind
 from extvisor.runtime.supervisor import Supervisor
-from extvisor.spec.findings import Finding
-from extvisor.spec.loader import load_service_file
-from extvisor.spec.models import ServiceSpec
+from extvisor.documents.findings import Finding
+from extvisor.documents.loader import load_service_file
+from extvisor.documents.models import ServiceSpec
 
 log = logging.getLogger("extvisor.extensions")
 SOURCE = "extension:"

@@ -6,7 +6,7 @@ defines no fixture that runs by itself.
 
 Holds the kit (``kit``: rootfs, spec, sink, harness) and the contract (``contract``).
 May import what a plugin may: the plugin-facing modules, ``extvisor.oci`` and
-``extvisor.spec``; never the runtime, the server or the client.
+``extvisor.documents``; never the runtime, the server or the client.
 
 A backend author subclasses :class:`BackendContract` in a test module::
 

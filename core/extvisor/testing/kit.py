@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from extvisor.spec.models import ServiceSpec
+    from extvisor.documents.models import ServiceSpec
     from extvisor.protocols import Backend, ContainerHandle, ExitStatus
 
 try:  # explicit asyncio marks, so the contract also runs under asyncio_mode=strict
@@ -63,7 +63,7 @@ def make_service(name: str, script_or_args: str | list[str], **fields: Any) -> S
     are container keys (``environment``, ``mounts``, ``security``) or top-level keys
     (``restart``, ``depends``, ``logToConsole``). ``restart`` defaults to ``never``.
     """
-    from extvisor.spec.models import ServiceSpec
+    from extvisor.documents.models import ServiceSpec
 
     if isinstance(script_or_args, str):
         entrypoint, args = "/bin/sh", ["-c", script_or_args]

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extvisor import LoadError
-from extvisor.spec.findings import Finding
-from extvisor.spec.loader import load_config_text, load_service_text, parse_service
+from extvisor.documents.findings import Finding
+from extvisor.documents.loader import load_config_text, load_service_text, parse_service
 
 HERE = Path(__file__).parents[1]  # tests/
 # Drawing nested structures costs more than loading them: fewer examples there keeps this < 10 s.

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec
+from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
 from extvisor.records import ConditionKind
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from extvisor.spec.loader import MAX_FILE_BYTES, load_config_text, load_directory, load_service_text
-from extvisor.spec.models import ExtensionServiceConfig, ServiceSpec
-from extvisor.spec.validate import validate_files, validate_paths
+from extvisor.documents.loader import MAX_FILE_BYTES, load_config_text, load_directory, load_service_text
+from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
+from extvisor.documents.validate import validate_files, validate_paths
 
 SERVICE = "name: {name}\ncontainer:\n  entrypoint: /bin/sh\nrestart: never\n"
 

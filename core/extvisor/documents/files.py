@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 
-from extvisor.spec.findings import Finding
+from extvisor.documents.findings import Finding
 
 
 MAX_FILE_BYTES = 1024 * 1024  #: a service or config file larger than this is skipped (docs/architecture.md)

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extvisor.spec.findings import Finding
-from extvisor.spec.configdocs import _configs, is_config_stream
-from extvisor.spec.files import read_file, yaml_files
-from extvisor.spec.loader import Kinds, _service  # the loader's own reading: one reading of a file, two uses
-from extvisor.spec.report import CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, _errors, _finding, _finish
-from extvisor.spec.yamlio import Pos, parse
+from extvisor.documents.findings import Finding
+from extvisor.documents.configdocs import _configs, is_config_stream
+from extvisor.documents.files import read_file, yaml_files
+from extvisor.documents.loader import Kinds, _service  # the loader's own reading: one reading of a file, two uses
+from extvisor.documents.report import CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, _errors, _finding, _finish
+from extvisor.documents.yamlio import Pos, parse
 
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, TEST_KINDS, require_corpus
 
-from extvisor.spec.loader import load_directory, load_service_file
-from extvisor.spec.validate import validate_file, validate_files
-from extvisor.spec.models import Restart
+from extvisor.documents.loader import load_directory, load_service_file
+from extvisor.documents.validate import validate_file, validate_files
+from extvisor.documents.models import Restart
 
 EXTSERVICES_PREFIX = "internal__app__machined__pkg__controllers__runtime__testdata__extservices__"
 

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from extvisor.spec.findings import Finding
-from extvisor.spec.yamlio import Document, Pos, dotted
+from extvisor.documents.findings import Finding
+from extvisor.documents.yamlio import Document, Pos, dotted
 
 RESTARTS = "always, never, untilSuccess"
 CONFIG_KIND = "ExtensionServiceConfig"

@@ -27,15 +27,15 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from extvisor import hookimpl
-from extvisor.spec.findings import Finding, LoadError, SpecWarning
-from extvisor.spec.models import NAME_RE, Dependency, ServiceSpec
+from extvisor.documents.findings import Finding, LoadError, SpecWarning
+from extvisor.documents.models import NAME_RE, Dependency, ServiceSpec
 from extvisor.records import ConditionKind, LoadContext, LoadedService
-from extvisor.spec.yamlio import Document, Parsed, Pos, parse
+from extvisor.documents.yamlio import Document, Parsed, Pos, parse
 
 # Split out of this module; importers of these names from here keep working.
-from extvisor.spec.configdocs import is_config_stream, load_config_documents, load_config_text  # noqa: E402,F401
-from extvisor.spec.files import MAX_FILE_BYTES, read_file, yaml_files  # noqa: E402,F401
-from extvisor.spec.report import (  # noqa: E402,F401
+from extvisor.documents.configdocs import is_config_stream, load_config_documents, load_config_text  # noqa: E402,F401
+from extvisor.documents.files import MAX_FILE_BYTES, read_file, yaml_files  # noqa: E402,F401
+from extvisor.documents.report import (  # noqa: E402,F401
     CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, RESTARTS, _describe, _errors, _finding, _finish, _prepare, _q, _Report,
 )  # fmt: skip
 

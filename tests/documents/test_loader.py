@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from extvisor import LoadError
-from extvisor.spec.loader import load_service_text, parse_service
-from extvisor.spec.models import Restart
+from extvisor.documents.loader import load_service_text, parse_service
+from extvisor.documents.models import Restart
 
 from conftest import TEST_KINDS as KINDS  # noqa: E402
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from extvisor import LoadContext
-from extvisor.spec.loader import (
+from extvisor.documents.loader import (
     extvisor_load_services,
     load_config_documents,
     load_config_text,
     load_directory,
     load_service_file,
 )
-from extvisor.spec.validate import validate_paths
+from extvisor.documents.validate import validate_paths
 
 from conftest import TEST_KINDS as KINDS  # noqa: E402
 

@@ -26,7 +26,7 @@ def validate(paths: tuple[str, ...], strict: bool, output: str) -> None:
     Each file's kind is told by its content. Prints FILE:LINE:COL: error|warning: field: message,
     one per line. Exit status 0 when nothing is an error, 1 otherwise.
     """
-    from extvisor.spec.validate import validate_files
+    from extvisor.documents.validate import validate_files
 
     results = validate_files(paths, _plugin_manager().condition_kinds(), strict)
     findings = [f for r in results for f in r.findings]
@@ -58,7 +58,7 @@ def validate(paths: tuple[str, ...], strict: bool, output: str) -> None:
 )
 def schema(kind: str) -> None:
     """Print the JSON Schema of the documents (depends keys from the installed plugins)."""
-    from extvisor.spec.schema import schema_for
+    from extvisor.documents.schema import schema_for
 
     click.echo(json.dumps(schema_for(kind, _plugin_manager().condition_kinds()), indent=2))
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from extvisor.spec.findings import Finding
-from extvisor.spec.models import ExtensionServiceConfig
-from extvisor.spec.yamlio import Parsed, parse
-from extvisor.spec.files import read_file
-from extvisor.spec.report import CONFIG_KIND, _describe, _errors, _finding, _finish, _prepare, _Report
+from extvisor.documents.findings import Finding
+from extvisor.documents.models import ExtensionServiceConfig
+from extvisor.documents.yamlio import Parsed, parse
+from extvisor.documents.files import read_file
+from extvisor.documents.report import CONFIG_KIND, _describe, _errors, _finding, _finish, _prepare, _Report
 
 
 def is_config_stream(parsed: Parsed) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from extvisor.spec.findings import Finding
+from extvisor.documents.findings import Finding
 
 Path = tuple[str | int, ...]
 Pos = tuple[int, int]  # 1-based line, column

@@ -7,6 +7,6 @@ Holds the models of a service file and of an ``ExtensionServiceConfig`` document
 
 May import: the plugin-facing modules at the top of ``extvisor`` (``records``,
 ``plugins``, ``hookspecs``, ``protocols``, ``state``) and nothing else of extvisor.
-Plugins may import from here (``extvisor.spec.loader.load_service_text`` for a
-loader plugin, ``extvisor.spec.models`` for the types).
+Plugins may import from here (``extvisor.documents.loader.load_service_text`` for a
+loader plugin, ``extvisor.documents.models`` for the types).
 """
