@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from extvisor import BackendType, ConditionKind, Finding, LoadContext, LoadedService, hookimpl
-from extvisor.documents.loader import collect_services, load_service_text
+from extvisor.documents.loader import load_service_text
 from extvisor.plugins import PluginManager
 
 
@@ -163,12 +163,12 @@ class Unusable:
 
 
 def _core_pm(tmp_path: Path) -> PluginManager:
-    import extvisor.documents.loader
+    import extvisor.documents.default_loader
 
     (tmp_path / "dir.yaml").write_text(SPEC.format(name="dir", entry="dir"))
     (tmp_path / "shared.yaml").write_text(SPEC.format(name="shared", entry="dir"))
     pm = PluginManager()
-    pm.register_module(extvisor.documents.loader, name="extvisor.documents.loader", distribution="extvisor")
+    pm.register_module(extvisor.documents.default_loader, name="extvisor.documents.default_loader", distribution="extvisor")
     return pm
 
 
@@ -182,7 +182,7 @@ def test_load_services_sources_joined_in_plugin_name_order(tmp_path):
     pm = _core_pm(tmp_path)
     pm.register_module(Memory("mem", "shared"), name="zz-memory")
     pm.register_module(Unusable(), name="db")
-    loaded = collect_services(pm, LoadContext(config_dir=tmp_path, kinds={}))
+    loaded = pm.load_services(LoadContext(config_dir=tmp_path, kinds={}))
     files = [str(tmp_path / "dir.yaml"), str(tmp_path / "shared.yaml")]
     assert [s.source for s in loaded] == ["db:services", *files, "memory:mem", "memory:shared"]
     ok = {s.spec.name: s.spec.container.entrypoint for s in loaded if s.ok}
@@ -196,8 +196,38 @@ def test_load_services_sources_joined_in_plugin_name_order(tmp_path):
 def test_load_services_broken_source_reported_and_skipped(tmp_path):
     pm = _core_pm(tmp_path)
     pm.register_module(Broken(), name="broken")
-    loaded = collect_services(pm, LoadContext(config_dir=tmp_path, kinds={}))
+    loaded = pm.load_services(LoadContext(config_dir=tmp_path, kinds={}))
     assert [s.spec.name for s in loaded if s.ok] == ["dir", "shared"]
     failed = [s for s in loaded if s.source == "plugin:broken"]
     assert failed and "source offline" in failed[0].findings[0].message
     assert any(p.plugin == "broken" and "extvisor_load_services" in p.message for p in pm.problems)
+
+
+def test_the_core_loader_uses_the_kinds_it_is_given_and_builds_no_manager(tmp_path, monkeypatch):
+    import extvisor.plugins
+    from extvisor.documents.default_loader import extvisor_load_services
+
+    def no(*args, **kwargs):
+        raise AssertionError("the loader built a plugin manager")
+
+    monkeypatch.setattr(extvisor.plugins, "get_plugin_manager", no)
+    monkeypatch.setattr(extvisor.plugins, "PluginManager", no)
+    (tmp_path / "w.yaml").write_text(SPEC.format(name="w", entry="w") + "depends:\n  - path: /x\n")
+    # no kinds given: `path` is unknown, not looked up elsewhere
+    (unknown,) = extvisor_load_services(LoadContext(config_dir=tmp_path, kinds={}))
+    assert unknown.spec is None and "unknown dependency kind `path` (known: none registered)" in unknown.findings[0].message
+    from conftest import TEST_KINDS
+
+    (known,) = extvisor_load_services(LoadContext(config_dir=tmp_path, kinds=TEST_KINDS))
+    assert known.ok and known.spec.depends[0].kind == "path"
+
+
+def test_services_are_collected_on_the_loop_of_every_registration_hook(tmp_path):
+    # A source that raises is reported in the words a broken backend registration gets.
+    pm = _core_pm(tmp_path)
+    pm.register_module(Broken(), name="broken")
+    pm.load_services(LoadContext(config_dir=tmp_path, kinds={}))
+    pm.backends()
+    said = sorted(p.message for p in pm.problems if p.plugin == "broken")
+    assert said == ["extvisor_load_services raised OSError('source offline')",
+                    "extvisor_register_backends raised RuntimeError('no runtime here')"]  # fmt: skip

@@ -43,7 +43,7 @@ def test_discovery_reports_and_skips_the_broken_plugin(fakedist):
     assert any(p.plugin == "importerror" for p in pm.problems)
     # the others go on
     assert "faketcp" in pm.condition_kinds() and "fake" in pm.backends()
-    assert by_name["extvisor.documents.loader"].status == "active"
+    assert by_name["extvisor.documents.default_loader"].status == "active"
 
 
 def test_disable_env_blocks_by_name(fakedist):

@@ -1,8 +1,13 @@
-"""Finding plugins and collecting what they register.
+"""The plugin host: finding plugins and collecting what they register.
 
-Built-in plugins are entry points in the ``extvisor`` group, like any third party's. A
-plugin that fails to import or register is reported and skipped; the rest go on.
+Built-in plugins are entry points in the ``extvisor`` group, like any third party's; the
+core's own hook implementations are the modules named in ``CORE_PLUGINS``. A plugin that
+fails to import or register is reported and skipped; the rest go on.
 ``EXTVISOR_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name.
+
+Every collecting hook (backends, condition kinds, service sources) goes through one loop,
+:meth:`PluginManager._calls`: each implementation is called on its own in plugin-name
+order, one that raises is reported and skipped, and the first of a name wins.
 """
 
 from __future__ import annotations
@@ -11,20 +16,21 @@ import importlib.metadata as md
 import logging
 import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from extvisor import hookspecs
-from extvisor.records import BackendType, ConditionKind
+from extvisor.records import BackendType, ConditionKind, LoadContext, LoadedService
 
 log = logging.getLogger("extvisor.plugins")
 
 GROUP = "extvisor"
 DISABLE_ENV = "EXTVISOR_DISABLE_PLUGINS"
-CORE_PLUGINS = ("extvisor.documents.loader",)  # the core's own hook implementations
+#: The core's own hook implementations, registered by name after the entry points' specs.
+CORE_PLUGINS = ("extvisor.documents.default_loader",)
 
 
 @dataclass
@@ -124,27 +130,36 @@ class PluginManager(pluggy.PluginManager):
 
     # -- collected records ---------------------------------------------------------
 
-    def _collect(self, hook_name: str, attr: str) -> list[Any]:
+    def _calls(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, list[Any], Exception | None]]:
+        """Each implementation's records, called on its own in plugin-name order.
+
+        One broken plugin cannot hide the others: one that raises is reported (a problem and
+        a warning) and yields no records and its error. Plugin-name order, not registration
+        order: the same plugin wins a duplicate every time.
+        """
         caller = getattr(self.hook, hook_name)
-        by_name: dict[str, tuple[str, Any]] = {}
-        # Call each implementation on its own so one broken plugin cannot hide the others.
-        # Plugin-name order, not registration order: the same plugin wins a duplicate every time.
         for impl in sorted(caller.get_hookimpls(), key=lambda i: i.plugin_name):
             try:
-                records = list(impl.function() or ())
+                records = list(impl.function(**{a: kwargs[a] for a in impl.argnames if a in kwargs}) or ())
             except Exception as exc:
                 self.problems.append(Problem(impl.plugin_name, f"{hook_name} raised {exc!r}"))
                 log.warning("plugin %r: %s raised %r; skipped", impl.plugin_name, hook_name, exc)
+                yield impl.plugin_name, [], exc
                 continue
+            yield impl.plugin_name, records, None
+
+    def _collect(self, hook_name: str, attr: str) -> list[Any]:
+        by_name: dict[str, tuple[str, Any]] = {}
+        for plugin, records, _ in self._calls(hook_name):
             for record in records:
                 key = getattr(record, attr)
                 if key in by_name:
                     first = by_name[key][0]
-                    msg = f"{attr} {key!r} is registered by both {first!r} and {impl.plugin_name!r}; kept {first!r}"
-                    self.problems.append(Problem(impl.plugin_name, msg))
+                    msg = f"{attr} {key!r} is registered by both {first!r} and {plugin!r}; kept {first!r}"
+                    self.problems.append(Problem(plugin, msg))
                     log.warning(msg)
                     continue
-                by_name[key] = (impl.plugin_name, record)
+                by_name[key] = (plugin, record)
         return [by_name[k][1] for k in sorted(by_name)]
 
     def backends(self) -> dict[str, BackendType]:
@@ -152,6 +167,25 @@ class PluginManager(pluggy.PluginManager):
 
     def condition_kinds(self) -> dict[str, ConditionKind]:
         return {c.key: c for c in self._collect("extvisor_register_conditions", "key")}
+
+    def load_services(self, context: LoadContext) -> list[LoadedService]:
+        """Every source's services (``extvisor_load_services``), joined in plugin-name order.
+
+        A source that raises becomes a failed ``plugin:<name>`` item; when two items declare
+        one ``name`` the first wins and the other gets an error finding, as Talos does for files.
+        """
+        # Deferred: the document formats cost pydantic and YAML, which `extvisor plugins` never needs.
+        from extvisor.documents.findings import Finding
+        from extvisor.documents.loader import mark_duplicates
+
+        out: list[LoadedService] = []
+        for plugin, records, error in self._calls("extvisor_load_services", context=context):
+            if error is not None:
+                failure = Finding(plugin, 0, 0, "error", "", f"extvisor_load_services raised {error!r}")
+                out.append(LoadedService(f"plugin:{plugin}", None, [failure]))
+            out.extend(records)
+        mark_duplicates(out)
+        return out
 
     def provider_of(self, hook_name: str, attr: str, key: str) -> str:
         for impl in getattr(self.hook, hook_name).get_hookimpls():

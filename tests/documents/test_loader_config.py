@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from extvisor import LoadContext
+from extvisor.documents.default_loader import extvisor_load_services
 from extvisor.documents.loader import (
-    extvisor_load_services,
     load_config_documents,
     load_config_text,
     load_directory,

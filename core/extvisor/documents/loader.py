@@ -9,14 +9,13 @@ Nothing here raises on bad input: functions return findings (``parse_service`` i
 that raises, and only :class:`LoadError`). ``depends`` keys come from the condition kinds
 plugins register, so this module takes the kinds registry as an argument.
 
-This module is also the core's own plugin: ``extvisor_load_services`` reads the config dir.
-Findings and the shaping of data live in ``report``, file reading in ``files``,
+The core's own ``extvisor_load_services`` (the config directory) is ``default_loader``; the
+plugin manager joins every source (``PluginManager.load_services``). Findings and the shaping of data live in ``report``, file reading in ``files``,
 ExtensionServiceConfig documents in ``configdocs``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from collections.abc import Mapping
@@ -26,7 +25,6 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from extvisor import hookimpl
 from extvisor.documents.findings import Finding, LoadError, SpecWarning
 from extvisor.documents.models import NAME_RE, Dependency, ServiceSpec
 from extvisor.records import ConditionKind, LoadContext, LoadedService
@@ -38,8 +36,6 @@ from extvisor.documents.files import MAX_FILE_BYTES, read_file, yaml_files  # no
 from extvisor.documents.report import (  # noqa: E402,F401
     CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, RESTARTS, _describe, _errors, _finding, _finish, _prepare, _q, _Report,
 )  # fmt: skip
-
-log = logging.getLogger("extvisor.loader")
 
 Kinds = Mapping[str, ConditionKind]
 
@@ -246,41 +242,12 @@ def load_directory(config_dir: str | os.PathLike[str], kinds: Kinds, strict: boo
     return out
 
 
-# -- the plugin side -----------------------------------------------------------------
+# -- joined sources ------------------------------------------------------------------
 
 
 def collect_services(pm: Any, context: LoadContext) -> list[LoadedService]:
-    """Call every ``extvisor_load_services`` in plugin-name order; the first of a name wins.
+    """Every source's services, as ``pm.load_services(context)`` joins them (kept for 0.3 callers).
 
-    A plugin that raises is reported (a failed source and a problem in ``pm.problems``) and
-    the others go on.
+    The plugin manager does the joining (:meth:`extvisor.plugins.PluginManager.load_services`).
     """
-    from extvisor.plugins import Problem
-
-    out: list[LoadedService] = []
-    caller = pm.hook.extvisor_load_services
-    for impl in sorted(caller.get_hookimpls(), key=lambda i: i.plugin_name):
-        try:
-            out.extend(impl.function(**{a: context for a in impl.argnames if a == "context"}) or ())
-        except Exception as exc:
-            message = f"extvisor_load_services raised {exc!r}"
-            pm.problems.append(Problem(impl.plugin_name, message))
-            log.warning("plugin %r: %s; skipped", impl.plugin_name, message)
-            failure = _finding(impl.plugin_name, (0, 0), "error", "", message)
-            out.append(LoadedService(f"plugin:{impl.plugin_name}", None, [failure]))
-    mark_duplicates(out)
-    return out
-
-
-@hookimpl
-def extvisor_load_services(context: LoadContext) -> list[LoadedService]:
-    """The config directory, read as Talos reads /usr/local/etc/containers."""
-    kinds = context.kinds
-    if not kinds:
-        from extvisor.plugins import get_plugin_manager
-
-        kinds = get_plugin_manager().condition_kinds()
-    if not Path(context.config_dir).is_dir():
-        log.info("service directory %s not found; no services from it", context.config_dir)
-        return []
-    return load_directory(context.config_dir, kinds, context.strict)
+    return pm.load_services(context)

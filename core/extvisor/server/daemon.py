@@ -68,10 +68,8 @@ class DaemonConfig:
 
 def load_services(pm: PluginManager, config: DaemonConfig, kinds: dict) -> tuple[list[LoadedService], list[Finding]]:
     """Every service the loader hooks found; a name declared twice keeps the first source."""
-    from extvisor.documents.loader import collect_services
-
     context = LoadContext(config_dir=config.config_dir, kinds=kinds, strict=config.strict)
-    results = collect_services(pm, context)
+    results = pm.load_services(context)
     findings = [f for item in results for f in item.findings]
     return [item for item in results if item.spec is not None], findings
 
