@@ -96,6 +96,24 @@ def test_service_file_problems_located(tmp_path, kinds, talos):
     assert [s.spec.name for s in result.check.services] == ["good"]
 
 
+def test_one_diagnostic_type_for_files_documents_and_images(tmp_path, kinds, talos):
+    # Image problems are the loader's Finding: a place in a file keeps its line and field,
+    # a path inside the image has no position.
+    from extvisor import Finding
+
+    bad = "name: bad\ncontainer:\n  entrypoint: ./x\nrestart: sometimes\n"
+    entries = [*extension_entries("two", {"bad": bad}), file("rootfs/etc/foo", "x")]
+    problems = validate(tmp_path, entries, kinds, talos).problems
+    assert problems and all(type(p) is Finding for p in problems)
+    placed = next(p for p in problems if p.field == "restart")
+    assert (placed.file, placed.line, placed.column) == ("rootfs/usr/local/etc/containers/bad.yaml", 4, 10)
+    path = next(p for p in problems if p.file == "rootfs/etc/foo")
+    assert path.as_dict() == {"file": "rootfs/etc/foo", "line": None, "column": None, "severity": "error", "field": "",
+                              "message": 'path "/etc/foo" is not allowed in extensions'}  # fmt: skip
+    assert str(Finding.at_path("", "warning", "from skopeo")) == "warning: from skopeo"
+    assert str(Finding("x.yaml", 0, 0, "error", "", "cannot read")) == "x.yaml:0:0: error: cannot read"
+
+
 def test_service_without_its_rootfs(tmp_path, kinds, talos):
     entries = [e for e in hello() if not e.name.startswith("rootfs/usr/local/lib/containers/hello-world")]
     assert lines(validate(tmp_path, entries, kinds, talos)) == [

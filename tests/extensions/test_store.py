@@ -96,7 +96,7 @@ def test_merged_tree_layers_later_on_top(tmp_path, store, kinds, talos):
 def test_refused_image_leaves_nothing(tmp_path, store, kinds, talos):
     with pytest.raises(InstallError) as err:
         install(store, tarball(tmp_path, "bad", extra=[file("rootfs/etc/foo", "x")]), kinds, talos)
-    assert err.value.problems[0].path == "rootfs/etc/foo"
+    assert err.value.problems[0].file == "rootfs/etc/foo"
     assert store.list() == [] and os.listdir(store.staging) == [] and os.listdir(store.trees) == []
 
 

@@ -1,4 +1,9 @@
-"""A problem found in user input, located in its file: ``FILE:LINE:COL: error: field: message``."""
+"""A problem found in user input, located: ``FILE:LINE:COL: error: field: message``.
+
+One type for every input extvisor reads: service files, ExtensionServiceConfig documents
+and extension images (where the place is a path inside the image: ``rootfs/etc/foo: error:
+...``, no line).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,22 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True)
 class Finding:
-    file: str
-    line: int  #: 1-based; 0 when unknown
-    column: int  #: 1-based; 0 when unknown
+    file: str  #: the file, or a path inside an image; empty when the input as a whole is meant
+    line: int | None  #: 1-based; 0 when unknown; None when a path as a whole is meant (no position)
+    column: int | None  #: 1-based; 0 when unknown; None with ``line``
     severity: Severity
     field: str  #: dotted path such as ``container.mounts.0.options``; empty for the document
     message: str
 
+    @classmethod
+    def at_path(cls, path: str, severity: Severity, message: str) -> Finding:
+        """A finding about a path as a whole (an entry of an image): printed without a position."""
+        return cls(path, None, None, severity, "", message)
+
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column}"
         what = f"{self.field}: {self.message}" if self.field else self.message
-        return f"{where}: {self.severity}: {what}"
+        return f"{where}: {self.severity}: {what}" if where else f"{self.severity}: {what}"
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

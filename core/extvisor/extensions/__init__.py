@@ -12,7 +12,7 @@ not the other way round).
 
 from __future__ import annotations
 
-from .check import CheckResult, Problem
+from .check import CheckResult
 from .fetch import FetchError, FetchOptions, host_arch
 from .manifest import TALOS_VERSION, ExtensionError, Manifest
 from .progress import Progress
@@ -25,7 +25,6 @@ __all__ = [
     "FetchError",
     "FetchOptions",
     "Manifest",
-    "Problem",
     "Progress",
     "Ref",
     "RefError",

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
 
 from extvisor.oci import ContainerSpecError, check_rootfs
+from extvisor.documents.findings import Finding
 from extvisor.documents.loader import load_service_text, mark_duplicates
 from extvisor.documents.models import ServiceSpec
 from extvisor.records import ConditionKind, LoadedService
@@ -29,25 +29,6 @@ from .semver import Version
 SERVICES_DIR = ("usr", "local", "etc", "containers")
 ROOTFS_DIR = ("usr", "local", "lib", "containers")
 MAX_CONTENT_PROBLEMS = 50
-Severity = Literal["error", "warning"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem, located by its path inside the image (``rootfs/etc/foo``)."""
-
-    path: str
-    severity: Severity
-    message: str
-    line: int = 0
-    column: int = 0
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}:{self.column}" if self.line else self.path
-        return f"{where}: {self.severity}: {self.message}" if where else f"{self.severity}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -66,11 +47,11 @@ class ServiceEntry:
 @dataclass
 class CheckResult:
     manifest: mf.Manifest | None = None
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Finding] = field(default_factory=list)
     services: list[ServiceEntry] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  #: non-directories, as ``/usr/local/...``
 
-    def errors(self, strict: bool = False) -> list[Problem]:
+    def errors(self, strict: bool = False) -> list[Finding]:
         return [p for p in self.problems if p.severity == "error" or strict]
 
     def ok(self, strict: bool = False) -> bool:
@@ -107,7 +88,7 @@ def load(path: Path, result: CheckResult) -> mf.Extension | None:
     for name in (mf.MANIFEST, mf.ROOTFS):
         st = _lstat(path, (name,))
         if st is not None and stat.S_ISLNK(st.st_mode):
-            result.problems.append(Problem(name, "error", f"{name} is a symlink: it must be a {'file' if name == mf.MANIFEST else 'directory'}"))
+            result.problems.append(Finding.at_path(name, "error", f"{name} is a symlink: it must be a {'file' if name == mf.MANIFEST else 'directory'}"))
             return None
     try:
         ext = mf.load(path)
@@ -116,10 +97,10 @@ def load(path: Path, result: CheckResult) -> mf.Extension | None:
         where = mf.MANIFEST if "manifest" in text or text == "EOF" else mf.ROOTFS if "rootfs" in text else ""
         if text.startswith("unexpected file"):
             where = text.split('"')[1] if '"' in text else ""
-        result.problems.append(Problem(where, "error", text))
+        result.problems.append(Finding.at_path(where, "error", text))
         return None
     if not stat.S_ISDIR(os.lstat(ext.rootfs).st_mode):
-        result.problems.append(Problem(mf.ROOTFS, "error", "rootfs is not a directory"))
+        result.problems.append(Finding.at_path(mf.ROOTFS, "error", "rootfs is not a directory"))
         return None
     return ext
 
@@ -139,14 +120,15 @@ def check_services(ext: mf.Extension, kinds: Mapping[str, ConditionKind], result
         if stat.S_ISDIR(st.st_mode):
             continue  # the loader skips directories, as Talos does
         if stat.S_ISLNK(st.st_mode):
-            result.problems.append(Problem(rel, "error", "a service file must be a regular file, not a symlink"))
+            result.problems.append(Finding.at_path(rel, "error", "a service file must be a regular file, not a symlink"))
             continue
         data = _read_regular(services_dir / name)
         loaded.append(load_service_text(data, rel, kinds, strict))
     mark_duplicates(loaded)
     for one in loaded:
         for f in one.findings:
-            result.problems.append(Problem(f.file, f.severity, f"{f.field}: {f.message}" if f.field else f.message, f.line, f.column))
+            # a finding the loader could not place (a duplicate's name) names the file alone, as ever
+            result.problems.append(f if f.line else replace(f, line=None, column=None))
         if one.spec is None:
             continue
         rootfs_parts = (*ROOTFS_DIR, one.spec.name)
@@ -154,12 +136,12 @@ def check_services(ext: mf.Extension, kinds: Mapping[str, ConditionKind], result
         st = _lstat(ext.rootfs, rootfs_parts)
         if st is None or not stat.S_ISDIR(st.st_mode):
             what = "is a symlink" if st is not None and stat.S_ISLNK(st.st_mode) else "is missing"
-            result.problems.append(Problem(one.source, "error", f"the rootfs of service {one.spec.name}, {rootfs_rel}, {what}"))
+            result.problems.append(Finding.at_path(one.source, "error", f"the rootfs of service {one.spec.name}, {rootfs_rel}, {what}"))
             continue
         try:
             check_rootfs(one.spec, ext.rootfs.joinpath(*rootfs_parts))
         except ContainerSpecError as exc:
-            result.problems.append(Problem(one.source, "warning", str(exc).replace(str(ext.path) + "/", "")))
+            result.problems.append(Finding.at_path(one.source, "warning", str(exc).replace(str(ext.path) + "/", "")))
         result.services.append(ServiceEntry(one.spec, one.source, rootfs_rel))
 
 
@@ -177,12 +159,12 @@ def check_contents(ext: mf.Extension, result: CheckResult) -> None:
                 continue
             problem = None
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                problem = Problem(where, "error", f"special files are not allowed: {mf.go_q(item)}")
+                problem = Finding.at_path(where, "error", f"special files are not allowed: {mf.go_q(item)}")
             elif not mf.allowed(item):
-                problem = Problem(where, "error", f"path {mf.go_q(item)} is not allowed in extensions")
+                problem = Finding.at_path(where, "error", f"path {mf.go_q(item)} is not allowed in extensions")
             elif not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o002:
                 # Talos's check never fires (DirEntry.Type has no permission bits): warn only
-                problem = Problem(where, "warning", f"world-writeable files are not allowed: {mf.go_q(item)}")
+                problem = Finding.at_path(where, "warning", f"world-writeable files are not allowed: {mf.go_q(item)}")
             if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                 result.files.append(item)
             if problem is not None:
@@ -190,7 +172,7 @@ def check_contents(ext: mf.Extension, result: CheckResult) -> None:
                 if count <= MAX_CONTENT_PROBLEMS:
                     result.problems.append(problem)
     if count > MAX_CONTENT_PROBLEMS:
-        result.problems.append(Problem(mf.ROOTFS, "error", f"... and {count - MAX_CONTENT_PROBLEMS} more problems in the rootfs"))
+        result.problems.append(Finding.at_path(mf.ROOTFS, "error", f"... and {count - MAX_CONTENT_PROBLEMS} more problems in the rootfs"))
     result.files.sort()
 
 
@@ -209,13 +191,13 @@ def check_extension(
     try:
         mf.check_version_format(ext.manifest)
     except mf.ExtensionError as exc:
-        result.problems.append(Problem(mf.MANIFEST, "error", str(exc)))
+        result.problems.append(Finding.at_path(mf.MANIFEST, "error", str(exc)))
     check_services(ext, kinds, result, strict)
     try:
         mf.check_constraint(ext.manifest, talos)
     except mf.ExtensionError as exc:
         message = f"error validating extension {mf.go_q(ext.manifest.name)}: {exc}"
-        result.problems.append(Problem(mf.MANIFEST, "error", message))
+        result.problems.append(Finding.at_path(mf.MANIFEST, "error", message))
     check_contents(ext, result)
     return result
 

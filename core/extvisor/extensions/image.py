@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from extvisor.documents.findings import Finding
 from extvisor.records import ConditionKind
 
 from . import manifest as mf
-from .check import CheckResult, Problem, check_extension
+from .check import CheckResult, check_extension
 from .fetch import FetchError, FetchOptions, fetch
 from .progress import Progress, ProgressFn, nothing
 from .refs import Ref
@@ -38,7 +39,7 @@ class Unpacked:
     unpacked: bool = False  #: False when fetching or unpacking failed
 
     @property
-    def problems(self) -> list[Problem]:
+    def problems(self) -> list[Finding]:
         return self.check.problems
 
 
@@ -71,7 +72,7 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
         else:
             fetched = fetch(ref, work / "blobs", options, progress)
             result.digest, result.media_type, layers = fetched.digest, fetched.media_type, fetched.layers
-            result.check.problems.extend(Problem("", "warning", w) for w in fetched.warnings)
+            result.check.problems.extend(Finding.at_path("", "warning", w) for w in fetched.warnings)
             whiteouts = True
         for i, layer in enumerate(layers, 1):
             layer.label = layer.label or f"layer {i}"
@@ -80,12 +81,12 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
             progress(Progress("unpack", f"applied {layer.label}", i, len(layers), ref.given))
 
         report = apply_layers(layers, target, whiteouts, applied)
-        result.check.problems.extend(Problem("", "warning", w) for w in report.warnings)
+        result.check.problems.extend(Finding.at_path("", "warning", w) for w in report.warnings)
         result.unpacked = True
     except FetchError as exc:
-        result.check.problems.append(Problem("", "error", str(exc)))
+        result.check.problems.append(Finding.at_path("", "error", str(exc)))
     except UnpackError as exc:
-        result.check.problems.append(Problem(exc.entry, "error", str(exc)))
+        result.check.problems.append(Finding.at_path(exc.entry, "error", str(exc)))
     finally:
         shutil.rmtree(work / "blobs", ignore_errors=True)
     return result

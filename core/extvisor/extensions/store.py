@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from extvisor.documents.findings import Finding
 from extvisor.records import ConditionKind
 
 from . import image
-from .check import ROOTFS_DIR, Problem
+from .check import ROOTFS_DIR
 from .fetch import FetchOptions
 from .manifest import ALLOWED_PATHS, ROOTFS
 from .progress import Progress, ProgressFn, nothing
@@ -47,7 +48,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 class InstallError(Exception):
     """The image was refused; ``problems`` says why, each with its path in the image."""
 
-    def __init__(self, ref: str, problems: list[Problem]):
+    def __init__(self, ref: str, problems: list[Finding]):
         self.ref = ref
         self.problems = problems
         super().__init__(f"{ref}: " + "; ".join(str(p) for p in problems if p.severity == "error"))
@@ -246,7 +247,7 @@ class Store:
                     raise InstallError(ref.given, problems)
                 name = manifest.name
                 if not NAME_RE.match(name):
-                    raise InstallError(ref.given, [Problem("manifest.yaml", "error", f"extension name {name!r} cannot be installed "
+                    raise InstallError(ref.given, [Finding.at_path("manifest.yaml", "error", f"extension name {name!r} cannot be installed "
                                                            "(letters, digits, '.', '_', '+', '-'; at most 128)")])  # fmt: skip
                 old = self.get(name)
                 others = [r for r in self.list() if r.name != name]
@@ -282,22 +283,22 @@ class Store:
         os.rename(tmp, self.installed_dir / name)  # the switch: atomic
         _fsync_dir(self.installed_dir)
 
-    def _clashes(self, name: str, unpacked: image.Unpacked, others: list[Installed], taken: Mapping[str, str]) -> list[Problem]:
+    def _clashes(self, name: str, unpacked: image.Unpacked, others: list[Installed], taken: Mapping[str, str]) -> list[Finding]:
         problems = []
         mine = {s.spec.name: s.file for s in unpacked.check.services}
         for other in others:
             for sid in other.services:
                 svc = sid.removeprefix("ext-")
                 if svc in mine:
-                    problems.append(Problem(mine[svc], "error", f"service {svc} of extension {name!r} clashes with "
+                    problems.append(Finding.at_path(mine[svc], "error", f"service {svc} of extension {name!r} clashes with "
                                                                 f"service {svc} of installed extension {other.name!r}"))  # fmt: skip
         for svc, source in taken.items():
             if svc in mine:
-                problems.append(Problem(mine[svc], "error", f"service {svc} of extension {name!r} clashes with "
+                problems.append(Finding.at_path(mine[svc], "error", f"service {svc} of extension {name!r} clashes with "
                                                             f"service {svc} loaded from {source}"))  # fmt: skip
         return problems
 
-    def _conflicts(self, name: str, seq: int, files: list[str], others: list[Installed], strict: bool) -> list[Problem]:
+    def _conflicts(self, name: str, seq: int, files: list[str], others: list[Installed], strict: bool) -> list[Finding]:
         """Files another extension provides too: Talos lets the upper one win in silence."""
         mine = {f for f in files if not _ignored(f)}
         problems = []
@@ -306,9 +307,9 @@ class Store:
             upper, lower = (name, other.name) if seq > other.seq else (other.name, name)
             for path in both[:20]:
                 message = f"file {path} is provided by both {other.name!r} and {name!r} ({upper!r} shadows {lower!r})"
-                problems.append(Problem(ROOTFS + path, "error" if strict else "warning", message))
+                problems.append(Finding.at_path(ROOTFS + path, "error" if strict else "warning", message))
             if len(both) > 20:
-                problems.append(Problem(ROOTFS, "error" if strict else "warning",
+                problems.append(Finding.at_path(ROOTFS, "error" if strict else "warning",
                                         f"... and {len(both) - 20} more files provided by both {other.name!r} and {name!r}"))  # fmt: skip
         return problems
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extvisor.extensions import FetchOptions, Problem, Progress, RefError, host_arch, parse_ref
+from extvisor.extensions import FetchOptions, Progress, RefError, host_arch, parse_ref
 from extvisor.extensions.manifest import TALOS_VERSION, talos_version
 from extvisor.extensions.store import Installed, InstallError, Store
 from extvisor.records import ConditionKind
@@ -99,7 +99,7 @@ class Extensions:
             try:
                 parsed = parse_ref(ref).absolute(os.getcwd())
             except RefError as exc:
-                raise InstallError(ref, [Problem("", "error", str(exc))]) from None
+                raise InstallError(ref, [Finding.at_path("", "error", str(exc))]) from None
             record, _ = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
                                                 self.strict, taken, _log_progress)  # fmt: skip
             for warning in record.warnings:
