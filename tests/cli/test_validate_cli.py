@@ -200,3 +200,15 @@ def test_machine_config_without_extension_service_config(tmp_path):
     result = run("validate", str(tmp_path / "machine.yaml"))
     assert result.exit_code == 0
     assert "machine.yaml:1:1: warning: no ExtensionServiceConfig document (other kinds are not checked)" in result.stdout
+
+
+def test_validate_refuses_a_nameless_environment_entry_without_printing_it(tmp_path):
+    (tmp_path / "svc.yaml").write_text(GOOD.replace("  entrypoint", '  environment: ["=hunter2", "BAD NAME=hunter2"]\n  entrypoint'))
+    (tmp_path / "cfg.yaml").write_text(CONFIG.replace("[A=1]", "[TS_AUTHKEY hunter2]"))
+    result = run("validate", str(tmp_path))
+    assert result.exit_code == 1
+    lines = [LINE.match(line) for line in result.output.splitlines() if ": error: " in line]
+    where = sorted((Path(m["file"]).name, int(m["line"]), m["rest"].split(":")[0]) for m in lines)
+    assert where == [("cfg.yaml", 4, "environment.0"), ("svc.yaml", 3, "container.environment.0"),
+                     ("svc.yaml", 3, "container.environment.1")]  # fmt: skip
+    assert "hunter2" not in result.output

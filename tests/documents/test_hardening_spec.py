@@ -77,3 +77,47 @@ def test_special_and_huge_files_are_skipped_with_the_reason(tmp_path: Path) -> N
         "zero.yaml": "skipped: a character device, not a regular file",
     }
     assert [s.spec.name for s in load_directory(tmp_path, {}) if s.spec] == ["ok"]
+
+
+# -- issue 24 item 3: an environment entry without a name leaks its value -----------------
+
+ENV_SERVICE = "name: env\ncontainer:\n  entrypoint: ./env\n  environment:\n{entries}restart: never\n"
+ENV_CONFIG = "apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: env\nenvironment:\n{entries}"
+
+
+@pytest.mark.parametrize("entry, says", [
+    ('"=hunter2"', "no name before '='"),
+    ("BAD NAME=hunter2", "is not a variable name"),
+    ("9LIVES=hunter2", "is not a variable name"),
+    ("hunter2", "no '='"),
+    ('"TS_AUTHKEY hunter2"', "no '='"),
+    ('"OK=hun\\0ter2"', "NUL byte"),
+])  # fmt: skip
+def test_a_bad_environment_entry_is_refused_at_its_line_without_its_value(entry: str, says: str) -> None:
+    text = ENV_SERVICE.format(entries=f"    - A=1\n    - {entry}\n")
+    loaded = load_service_text(text, "env.yaml", {})
+    assert loaded.spec is None
+    [finding] = loaded.findings
+    assert (finding.line, finding.column, finding.field) == (6, 7, "container.environment.1")
+    assert says in finding.message and "hun" not in str(finding) and "ter2" not in str(finding)
+    configs, findings = load_config_text(ENV_CONFIG.format(entries=f"  - {entry}\n  - B=2\n"), "c.yaml")
+    assert configs == []
+    [finding] = findings
+    assert (finding.line, finding.column, finding.field) == (5, 5, "environment.0")
+    assert says in finding.message and "hun" not in str(finding) and "ter2" not in str(finding)
+    with pytest.raises(ValidationError) as exc:
+        ExtensionServiceConfig(apiVersion="v1alpha1", kind="ExtensionServiceConfig", name="env",
+                               environment=[yaml_text(entry)])  # fmt: skip
+    assert says in str(exc.value.errors()[0]["msg"])
+
+
+def yaml_text(entry: str) -> str:
+    import yaml
+
+    return yaml.safe_load(entry)
+
+
+@pytest.mark.parametrize("entry", ["A=", "a.b-c_d=x=y", "_X= spaced value ", "PATH=/usr/bin:/bin", "E=\u00e9"])
+def test_good_environment_entries_pass(entry: str) -> None:
+    loaded = load_service_text(ENV_SERVICE.format(entries=f"    - '{entry}'\n"), "env.yaml", {})
+    assert loaded.spec is not None and loaded.spec.container.environment == [entry], loaded.findings

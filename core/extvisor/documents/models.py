@@ -13,13 +13,39 @@ from __future__ import annotations
 import enum
 import posixpath
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_serializer, model_validator
 
 NAME_RE = re.compile(r"^[-_a-z0-9]+$")
 # A name is a hostname label in Talos (the container's hostname, a cgroup, a file name): at most 63.
 NAME_MAX = 63
+
+
+# Kubernetes's rule for an environment variable's name: letters, digits, '_', '-', '.', no digit first.
+ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+def _env_entry(entry: str) -> str:
+    # The entry is never quoted back: a value, or a whole entry missing its '=', may be a secret,
+    # and the message reaches events, logs and terminals.
+    name, eq, value = entry.partition("=")
+    if not eq:
+        raise ValueError("not NAME=value: no '=' (the entry is not shown: it may hold a secret)")
+    if not name:
+        raise ValueError("not NAME=value: no name before '='")
+    if not ENV_NAME_RE.fullmatch(name):
+        raise ValueError("the name before '=' is not a variable name (letters, digits, '_', '-' and '.', "
+                         "not starting with a digit)")  # fmt: skip
+    if "\0" in value:
+        raise ValueError("the value holds a NUL byte, which no process environment can")
+    return entry
+
+
+#: One ``NAME=value`` entry of ``environment``, checked without quoting it in any message.
+EnvEntry = Annotated[
+    str, AfterValidator(_env_entry), WithJsonSchema({"type": "string", "pattern": r"^[-._a-zA-Z][-._a-zA-Z0-9]*="})
+]
 
 
 class Restart(str, enum.Enum):
@@ -72,7 +98,7 @@ class Security(_Lenient):
 class Container(_Lenient):
     entrypoint: str = ""
     args: list[str] | None = None
-    environment: list[str] | None = None
+    environment: list[EnvEntry] | None = None
     environmentFile: str = Field("", json_schema_extra={"deprecated": True})
     mounts: list[Mount] | None = None
     security: Security = Field(default_factory=Security)
@@ -161,7 +187,7 @@ class ExtensionServiceConfig(BaseModel):
     kind: str
     name: str
     configFiles: list[ConfigFile] | None = None
-    environment: list[str] | None = None
+    environment: list[EnvEntry] | None = None
 
     @field_validator("apiVersion")
     @classmethod
