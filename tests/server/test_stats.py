@@ -114,6 +114,28 @@ def test_stats_processes_metrics_runc(tmp_path: Path):
         assert d.stop() == 0
 
 
+@pytest.mark.runc
+def test_the_first_stats_shows_real_cpu(tmp_path: Path):
+    # Issue 24 item 12: the first read sampled once (0 % for everyone), and a second read
+    # within the interval showed the same zeros. talosctl shows real figures at once.
+    d = DaemonProcess(tmp_path)
+    make_busybox_rootfs(d.rootfs_dir / "burn")
+    (d.config_dir / "burn.yaml").write_text(
+        'name: burn\ncontainer: {entrypoint: /bin/sh, args: ["-c", "while :; do :; done"]}\nrestart: always\n'
+    )
+    d.start()
+    try:
+        d.wait_state("ext-burn", "Running")
+        time.sleep(1)  # it burns meanwhile; nobody has read a figure yet
+        for call in ("first", "second"):  # the second comes well within the 2 s interval
+            (burn,) = json.loads(d.cli("stats", "-o", "json").stdout)
+            assert burn["id"] == "ext-burn" and burn["cpu_percent"] > 10, (call, burn)
+        row = next(line.split() for line in d.cli("stats").stdout.splitlines() if line.startswith("ext-burn"))
+        assert float(row[3]) > 10, row  # SERVICE STATE PID CPU% ...
+    finally:
+        assert d.stop() == 0
+
+
 @pytest.mark.containerd
 def test_stats_processes_metrics_containerd(tmp_path: Path):
     ctrd = ContainerdDaemon().start()

@@ -58,6 +58,7 @@ class _Last:
     at: float  # time.monotonic() of the reading
     stats: ContainerStats
     cpu_percent: float = 0.0
+    measured: bool = False  #: cpu_percent is over an interval, not the 0 of a first reading
 
 
 WATCHED = 120.0  #: seconds of sampling after the last read (longer than Prometheus's scrape interval)
@@ -94,7 +95,8 @@ class StatsCollector:
         """Called by every reader (stats, history, /metrics, the dashboard): keeps sampling on
         for :data:`WATCHED` seconds, and makes sure the figures about to be read are current.
 
-        A first read samples twice, half a second apart, so that its CPU percent is real.
+        A running service read once only (the first read, a new container) has no CPU
+        percent yet: it is read again half a second later, so that every figure is real.
         """
         if not self._wanted_until:
             try:
@@ -106,11 +108,27 @@ class StatsCollector:
         self._wanted_until = time.monotonic() + WATCHED
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop(), name="stats")
-        if time.monotonic() - self._sampled_at > self.interval:
+        if time.monotonic() - self._sampled_at > self.interval or self._unread():
             await self.sample()
-        if any(s.pid is not None and s.id not in self._last for s in self.sup.services.values()):
-            await asyncio.sleep(FIRST_GAP)  # a service seen once has no CPU percent yet
+        if self._unmeasured():
+            await asyncio.sleep(FIRST_GAP)
             await self.sample()
+
+    def _unread(self) -> bool:
+        """A running container never sampled (started since the last sample)."""
+        for s in self.sup.services.values():
+            last = self._last.get(s.id)
+            if s.pid is not None and (last is None or last.pid != s.pid):
+                return True
+        return False
+
+    def _unmeasured(self) -> bool:
+        """A running container sampled once only: its CPU percent needs a second reading."""
+        for s in self.sup.services.values():
+            last = self._last.get(s.id)
+            if s.pid is not None and last is not None and last.pid == s.pid and not last.measured:
+                return True
+        return False
 
     async def _loop(self) -> None:
         while time.monotonic() < self._wanted_until:
@@ -156,9 +174,10 @@ class StatsCollector:
                 continue
             before = self._last.get(service.id)
             percent = 0.0
-            if before is not None and before.pid == pid and now > before.at:
+            measured = before is not None and before.pid == pid and now > before.at
+            if measured:
                 percent = max(0.0, (stats.cpu_seconds - before.stats.cpu_seconds) / (now - before.at) * 100)
-            self._last[service.id] = _Last(pid, now, stats, percent)
+            self._last[service.id] = _Last(pid, now, stats, percent, measured)
             history.append((wall, round(percent, 2), stats.memory_bytes))
         for gone in set(self._history) - set(self.sup.services):
             self._history.pop(gone, None)
