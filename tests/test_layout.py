@@ -121,7 +121,74 @@ def test_every_package_says_what_it_holds_and_may_import():
         doc = init.read_text().lstrip()
         assert doc.startswith('"""'), f"{init.relative_to(ROOT)} opens without a docstring"
         head = doc.split('"""')[1]
-        assert "import" in head.lower(), f"{init.relative_to(ROOT)}: the docstring does not say what it may import"
+        assert "May import:" in head, f"{init.relative_to(ROOT)}: the docstring does not say what it may import"
+        modules = sorted(p.stem for p in init.parent.glob("*.py") if p.stem != "__init__")
+        modules += sorted(p.name for p in init.parent.iterdir() if (p / "__init__.py").exists())
+        unnamed = [m for m in modules if f"``{m}``" not in head and f":mod:`.{m}`" not in head]
+        assert unnamed == [], f"{init.relative_to(ROOT)}: the docstring does not say it holds {unnamed}"
+
+
+# The plugin surface: every package may import these (the top package's lazy names, the
+# records, protocols and hook specs); the layers contract keeps them at the bottom.
+SURFACE = {"extvisor", "_moved", "_version", "hookspecs", "records", "protocols", "state"}
+
+
+def _contracts() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Per part of extvisor: what the import contracts allow it, and what they forbid it."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    parts = {p.stem if p.suffix == ".py" else p.name for p in CORE.iterdir()
+             if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.stem != "__init__"}  # fmt: skip
+    layers = next(c for c in config if c["type"] == "layers")["layers"]
+    level = {name.strip().removeprefix("extvisor."): i for i, layer in enumerate(layers) for name in layer.split("|")}
+    forbidden = {p: set() for p in parts}
+    for part in parts:
+        if part in level:
+            forbidden[part] |= {q for q in parts if q in level and q != part and level[q] <= level[part]}
+    for c in config:
+        if c["type"] == "forbidden":
+            for source in c["source_modules"]:
+                if source.startswith("extvisor."):
+                    forbidden[source.removeprefix("extvisor.")] |= {m.removeprefix("extvisor.") for m in c["forbidden_modules"]}
+    allowed = {p: parts - forbidden[p] - {p} for p in parts}
+    return allowed, forbidden
+
+
+def _said(head: str) -> tuple[set[str], set[str]]:
+    """The parts a docstring's "May import:" paragraph allows, and those it says it never imports."""
+    para = head.split("May import:", 1)[1].split("\n\n", 1)[0]
+    may, _, never = para.partition("Never")
+    names = re.compile(r"``extvisor\.([a-z_]+)")
+    return set(names.findall(may)), set(names.findall(never))
+
+
+def test_may_import_lines_match_the_import_contracts():
+    # Each package's "May import:" line is what pyproject.toml's contracts let it import:
+    # it names nothing they forbid, every part its modules do import, and each part it
+    # says it never imports is forbidden there (so the sentence is checked, not believed).
+    allowed, forbidden = _contracts()
+    graph = _graph("extvisor")
+    for init in sorted(CORE.glob("*/__init__.py")):
+        part = init.parent.name
+        may, never = _said(init.read_text().split('"""')[1])
+        where = init.relative_to(ROOT)
+        assert may <= allowed[part], f"{where} may import {sorted(may - allowed[part])}, which the contracts forbid"
+        assert never <= forbidden[part], f"{where} says it never imports {sorted(never - forbidden[part])}: add a contract"
+        imported = {
+            t.split(".")[1] if t.count(".") else t
+            for m in graph.find_descendants(f"extvisor.{part}") | {f"extvisor.{part}"}
+            for t in graph.find_modules_directly_imported_by(m)
+            if t.startswith("extvisor")
+        } - {part}  # fmt: skip
+        assert imported - SURFACE <= may, f"{where} imports {sorted(imported - SURFACE - may)} but does not say so"
+
+
+def test_the_contract_reader_reads_them():
+    allowed, forbidden = _contracts()
+    assert "server" in forbidden["runtime"] and "client" in forbidden["server"] and "runtime" in allowed["server"]
+    assert "runtime" in forbidden["testing"] and "documents" in allowed["testing"]
+    assert _said("May import: ``extvisor.oci`` and the surface.\nNever ``extvisor.server``.\n\nMore") == ({"oci"}, {"server"})
 
 
 def test_the_top_holds_only_plugin_facing_modules_and_entry_points():

@@ -1,8 +1,13 @@
 """extvisor: a supervisor for Talos-style containerized extension services.
 
-Plugin authors import from here only: ``from extvisor import hookimpl`` and the records,
-protocols and models below. The names are loaded on first use, so that ``import
-extvisor.cli`` (every CLI call) does not pay for pluggy and pydantic.
+Plugin authors import from the plugin-facing modules only: this one (``from extvisor import
+hookimpl`` and the records, protocols and models below), the modules they come from
+(``extvisor.records``, ``extvisor.protocols``, ``extvisor.state``), ``extvisor.oci`` (fitting
+a spec to the host, cgroups, killing through a pidfd: the built-in backends use it),
+``extvisor.documents`` (the models and the loader) and ``extvisor.testing`` (the contract
+suite). pyproject.toml's import contracts hold the built-in plugins to that. The names
+below are loaded on first use, so that ``import extvisor.cli`` (every CLI call) does not pay
+for pluggy and pydantic.
 """
 
 from __future__ import annotations

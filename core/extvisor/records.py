@@ -53,9 +53,9 @@ class ConditionKind:
     :param value_type: a type pydantic validates the key's value against (it also gives
         the JSON Schema), e.g. ``str`` or ``Annotated[str, AfterValidator(...)]``.
     :param factory: builds the runtime :class:`~extvisor.protocols.Condition`.
+    :param description: what it waits for, one line (``extvisor plugins``, the JSON Schema).
     :param is_set: whether a value counts as set (Talos: ``time: false`` is unset).
     :param aliases: deprecated keys accepted for this kind, each with a warning.
-    :param implicit: for conditions a service waits for without a ``depends`` entry.
     """
 
     key: str

@@ -1,12 +1,15 @@
 """The ``extvisor`` command: one module per command group, each thin.
 
-``main`` is the group and its table of commands, loaded lazily; ``documents`` (validate,
-schema, plugins), ``daemon``, ``service`` (services, service, logs, events),
-``dashboard`` and ``dev``. A command parses its options and prints; the work is in the
-part it calls.
+Holds the group and its table of commands, loaded lazily (``main``); the options and output
+shared by the client commands, local or ``-n`` nodes (``common``); ``documents`` (validate,
+schema, plugins), ``daemon``, ``service`` (services, service, logs, events), ``stats``
+(stats, processes), ``extensions``, ``remote`` (gen ca|server, config), ``dashboard`` and
+``dev``. A command parses its options and prints; the work is in the part it calls.
 
-May import: everything below it (dashboard, devmode, server, client, runtime, spec, ...).
-Nothing imports the CLI.
+May import: every other part (``extvisor.dashboard``, ``extvisor.devmode``,
+``extvisor.server``, ``extvisor.client``, ``extvisor.runtime``, ``extvisor.extensions``,
+``extvisor.remote``, ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents``) and the
+plugin surface. Nothing imports the CLI.
 """
 
 from extvisor.cli.main import main

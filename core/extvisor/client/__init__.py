@@ -1,10 +1,13 @@
-"""The client: talking to a daemon's API and showing what it answers.
+"""The client: talking to daemons' APIs and showing what they answer.
 
-Holds the HTTP client (``http``) and the plain-text formatting shared by the CLI and the
-dashboard (``format``). It must stay light: it never imports the server stack (FastAPI,
-uvicorn), the runtime or the backends, so that a CLI call answers fast.
+Holds HTTP/1.1 over a Unix socket or TCP with TLS (``wire``), the API client the CLI and
+scripts use (``http``), many nodes at once, called in parallel (``nodes``), the extension
+routes' calls (``extensions``) and the plain-text formatting shared by the CLI and the
+dashboard (``format``). It must stay light, so that a CLI call answers fast.
 
-May import: ``extvisor.remote``, ``extvisor.documents`` and the plugin-facing modules.
+May import: ``extvisor.remote``, ``extvisor.documents`` and the plugin surface. Never
+``extvisor.server``, ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.oci`` or
+``extvisor.plugins`` (no FastAPI, uvicorn, runtime or backend behind a CLI call).
 """
 
 from extvisor import _moved

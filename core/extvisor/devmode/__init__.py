@@ -4,7 +4,8 @@ Holds the project folder's layout (``project``), the terminal printer (``printer
 the run itself with its file watcher (``run``).
 
 May import: ``extvisor.server`` (it runs the daemon in-process), ``extvisor.runtime``,
-``extvisor.documents`` and the plugin-facing modules. Never the CLI.
+``extvisor.plugins``, ``extvisor.documents`` and the plugin surface. Never ``extvisor.cli``
+or ``extvisor.dashboard``.
 """
 
 from extvisor import _moved

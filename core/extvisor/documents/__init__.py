@@ -1,12 +1,16 @@
-"""The spec: the two document formats and how they are read.
+"""The documents extvisor reads: the service file and ``ExtensionServiceConfig`` formats.
 
-Holds the models of a service file and of an ``ExtensionServiceConfig`` document
-(``models``), YAML read as Talos reads it (``yamlio``), loading with positions
-(``loader``), ``extvisor validate`` over files (``validate``), the JSON Schema
-(``schema``) and findings with FILE:LINE:COL (``findings``).
+Holds their models (``models``), YAML read as Talos reads it with a position for every
+value (``yamlio``), regular files of bounded size (``files``), loading service files with
+every problem located (``loader``), ExtensionServiceConfig streams (``configdocs``), the
+shaping and locating of findings (``report``), the located diagnostic itself, also used for
+extension images (``findings``), ``extvisor validate`` over files (``validate``), the JSON
+Schema (``schema``), and the core's own ``extvisor_load_services`` plugin, which reads the
+config directory (``default_loader``).
 
-May import: the plugin-facing modules at the top of ``extvisor`` (``records``,
-``plugins``, ``hookspecs``, ``protocols``, ``state``) and nothing else of extvisor.
+May import: the plugin surface only. Never ``extvisor.plugins`` (the plugin host sits above:
+it collects what loaders read) or any part above it.
+
 Plugins may import from here (``extvisor.documents.loader.load_service_text`` for a
 loader plugin, ``extvisor.documents.models`` for the types).
 """

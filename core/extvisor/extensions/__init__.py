@@ -1,13 +1,14 @@
 """Talos system extension images: fetch, unpack, check, and keep them installed.
 
 Holds reference parsing (``refs``), fetching with skopeo (``fetch``), applying layers safely
-(``unpack``), Talos's reading and rules (``manifest``, ``semver``), every check (``check``), the
-whole pipeline (``image``) and the on-disk store with atomic install, upgrade and removal
-(``store``). docs/extensions.md tells the story.
+(``unpack``), Talos's reading and rules (``manifest``, ``semver``), every check (``check``;
+problems are :class:`extvisor.Finding`), the whole pipeline (``image``), progress records
+(``progress``) and the on-disk store with atomic install, upgrade and removal (``store``).
+docs/extensions.md tells the story.
 
-May import: ``extvisor.documents``, ``extvisor.oci`` and the plugin-facing modules at the top of
-``extvisor``; never ``runtime``, ``server``, ``client`` or ``cli`` (the daemon calls in here,
-not the other way round).
+May import: ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents`` and the plugin
+surface. Never ``extvisor.runtime``, ``extvisor.server``, ``extvisor.client`` or
+``extvisor.cli`` (the daemon calls in here, not the other way round).
 """
 
 from __future__ import annotations

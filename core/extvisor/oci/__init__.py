@@ -1,12 +1,19 @@
-"""The OCI runtime spec of an extension service, built as Talos builds it. One builder, every backend.
+"""The OCI runtime spec of an extension service, built as Talos builds it, and the backends' toolbox.
 
 Talos starts from containerd's default Linux spec and applies the extension's options
 (internal/app/machined/pkg/system/services/extension.go); so does this module, ending
-with containerd's default seccomp profile for the service's capabilities (``seccomp.py``).
+with containerd's default seccomp profile for the service's capabilities (``seccomp``).
+Beside the builder, what every backend needs of the host: reading a container's cgroup
+(v1 and v2) and removing cgroup dirs (``cgroups``), and killing a container's init through
+a pidfd when its runtime does not answer (``procs``).
 
-Plugin-facing: backends call :func:`fit_to_host` (and :func:`fit_to_rootless` without root);
+Plugin-facing: backends call :func:`fit_to_host` (and :func:`fit_to_rootless` without root),
+``cgroups.read_stats``, ``remove_cgroup_dirs``, ``daemon_parent`` and ``procs.watch_kill``;
 the contract suite builds specs here.
-May import: ``extvisor.documents`` only.
+
+May import: ``extvisor.documents`` and the plugin surface (``cgroups`` answers with
+``extvisor.protocols.ContainerStats``). Never ``extvisor.runtime``, ``extvisor.server`` or
+any part above.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""The server: the daemon process and its HTTP API.
+"""The server: the daemon process and its HTTP API, on the Unix socket and over TLS.
 
-Holds the daemon (``daemon``: wiring of plugins, backend, supervisor and API, the lock,
-signals, crash recovery, its own log) and the FastAPI application (``api``).
+Holds the daemon (``daemon``: wiring of plugins, backend, supervisor and API, signals,
+crash recovery), what it holds on disk while it runs (``files``: the lock, the socket), its
+own log (``logfmt``), systemd readiness (``notify``), the FastAPI application and its
+service routes (``api``), the stats routes and ``/metrics`` (``metrics``, ``prometheus``),
+the host's addresses for ``/v1/daemon`` (``netaddr``), installed extensions in a running
+daemon and their routes (``extensions``, ``routes_extensions``), and the TLS listener with
+its role check (``remote``).
 
 May import: ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.remote``,
-``extvisor.oci``, ``extvisor.documents`` and the plugin-facing modules. Never the client,
-the CLI, the dashboard or dev mode.
+``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents`` and the plugin surface. Never
+``extvisor.client``, ``extvisor.cli``, ``extvisor.dashboard`` or ``extvisor.devmode``.
 """

@@ -5,8 +5,10 @@ pydantic and the OCI builder are imported inside the functions that need them, a
 defines no fixture that runs by itself.
 
 Holds the kit (``kit``: rootfs, spec, sink, harness) and the contract (``contract``).
-May import what a plugin may: the plugin-facing modules, ``extvisor.oci`` and
-``extvisor.documents``; never the runtime, the server or the client.
+
+May import: what a plugin may, ``extvisor.oci``, ``extvisor.documents`` and the plugin
+surface. Never ``extvisor.runtime``, ``extvisor.server``, ``extvisor.client``,
+``extvisor.extensions``, ``extvisor.remote`` or ``extvisor.plugins``.
 
 A backend author subclasses :class:`BackendContract` in a test module::
 
