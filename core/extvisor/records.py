@@ -1,7 +1,9 @@
-"""Typed records that registration hooks yield (conda's style).
+"""Typed records that registration hooks yield (conda's style), and what service sources exchange.
 
-The plugin manager collects them, reports duplicate names with the plugin that gave
-each, and sorts them by name, so results never depend on registration order.
+The plugin manager collects backends and condition kinds, reports duplicate names with the
+plugin that gave each, and sorts them by name, so results never depend on registration
+order. Service sources get a :class:`LoadContext` and give :class:`LoadedService` items,
+joined in plugin-name order.
 """
 
 from __future__ import annotations
