@@ -10,8 +10,9 @@ that raises, and only :class:`LoadError`). ``depends`` keys come from the condit
 plugins register, so this module takes the kinds registry as an argument.
 
 The core's own ``extvisor_load_services`` (the config directory) is ``default_loader``; the
-plugin manager joins every source (``PluginManager.load_services``). Findings and the shaping of data live in ``report``, file reading in ``files``,
-ExtensionServiceConfig documents in ``configdocs``.
+plugin manager joins every source (``PluginManager.load_services``). Findings and the
+shaping of data live in ``report``, file reading in ``files``, ExtensionServiceConfig
+documents in ``configdocs``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ import posixpath
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_serializer, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_serializer, model_validator,
+)  # fmt: skip
 
 NAME_RE = re.compile(r"^[-_a-z0-9]+$")
 # A name is a hostname label in Talos (the container's hostname, a cgroup, a file name): at most 63.
