@@ -61,12 +61,17 @@ def _graph(package: str) -> grimp.ImportGraph:
 
 
 def _with_imports_by_name(graph: grimp.ImportGraph) -> grimp.ImportGraph:
-    # The plugin manager imports the core's own plugins by name (importlib), which no
-    # static reading sees; count those imports as the plain ones they are.
+    # The plugin manager imports the core's own plugins by name, and the CLI its commands
+    # (importlib), which no static reading sees; count them as the plain imports they are.
+    import importlib
+
     from extvisor.plugins import CORE_PLUGINS
 
     for name in CORE_PLUGINS:
         graph.add_import(importer="extvisor.plugins", imported=name)
+    commands = getattr(importlib.import_module("extvisor.cli.main"), "COMMANDS", {})
+    for target in commands.values():
+        graph.add_import(importer="extvisor.cli.main", imported=target.split(":")[0])
     return graph
 
 
