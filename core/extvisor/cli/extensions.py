@@ -205,7 +205,7 @@ def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir
             "ref": ref, "ok": ok, "digest": result.digest, "talos_version": str(talos),
             "manifest": manifest.metadata() if manifest else None,
             "services": [s.id for s in result.check.services],
-            "problems": [p.as_dict() for p in result.problems],
+            "problems": [p.as_dict() | {"path": p.file} for p in result.problems],  # "path": 0.2's key
         }, indent=2))  # fmt: skip
     else:
         for p in result.problems:

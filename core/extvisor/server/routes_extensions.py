@@ -66,7 +66,7 @@ def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
                         record = await ext.install(ref, request.cwd, request.strict, progress)
                         queue.put_nowait(_line({"installed": record.as_dict()}))
                     except InstallError as exc:
-                        problems = [p.as_dict() | {"text": str(p)} for p in exc.problems]
+                        problems = [p.as_dict() | {"path": p.file, "text": str(p)} for p in exc.problems]
                         queue.put_nowait(_line({"error": f"{ref}: image refused", "ref": ref, "problems": problems}))
                     except (RefError, OSError) as exc:
                         queue.put_nowait(_line({"error": f"{ref}: {exc}", "ref": ref, "problems": []}))
