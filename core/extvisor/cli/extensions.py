@@ -216,3 +216,12 @@ def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir
         else:
             click.echo(f"{ref}: refused", err=True)
     sys.exit(0 if ok else 1)
+
+
+def _add_build() -> None:
+    from extvisor.cli.build import build
+
+    extensions.add_command(build)
+
+
+_add_build()

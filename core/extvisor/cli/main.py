@@ -44,7 +44,7 @@ SUMMARIES = {
     "events": "Print state changes as they happen.",
     "dashboard": "The terminal dashboard.",
     "dev": "Run a project folder's services in the terminal, reloading on edits.",
-    "extensions": "List, install, remove and validate Talos system extension images.",
+    "extensions": "List, install, remove, validate and build Talos system extension images.",
     "stats": "CPU, memory and processes of every service, like talosctl stats.",
     "processes": "The processes of one service or all of them, like talosctl processes.",
     "gen": "Make a CA and server certificates for remote access, as talosctl gen does.",
