@@ -57,6 +57,14 @@ def extensions_row() -> Row:
                reference_name="skopeo copy + umoci raw unpack")
 
 
+def build_row() -> Row:
+    """`extensions build` of a 50 MB project against tar + skopeo (bench/bench_build.py)."""
+    text = _script("bench_build.py", "--mb", "50", "--repeat", "5")
+    ours = float(re.search(r"extvisor extensions build\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    raw = float(re.search(r"tar --sort=name -czf \+ skopeo copy\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    return Row("build a 50 MB extension image", ours, raw, "s", 1.2, reference_name="tar --sort=name -czf + skopeo copy")
+
+
 def nodes_row() -> Row:
     """`services` across twenty TLS daemons against one (bench/bench_fanout.py prints both)."""
     text = _script("bench_fanout.py", "--nodes", "20", "--runs", "7")

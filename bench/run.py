@@ -1,7 +1,7 @@
 """Every benchmark in one table (as root, after ``scripts/setup.sh --dev``; about four minutes
 on 2 cores):
 
-    python bench/run.py [--json FILE] [--only cli,daemon,runc,logs,containerd,podman,extensions,nodes]
+    python bench/run.py [--json FILE] [--only cli,daemon,runc,logs,containerd,podman,extensions,build,nodes]
 
 Each figure is measured in this run, next to what a user would otherwise type (a bare
 interpreter, runc, ctr, podman, skopeo + umoci), and printed as: figure, extvisor,
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row  # noqa: E402
 
-PARTS = ["cli", "daemon", "runc", "logs", "containerd", "podman", "extensions", "nodes"]
+PARTS = ["cli", "daemon", "runc", "logs", "containerd", "podman", "extensions", "build", "nodes"]
 
 
 def measure(part: str) -> list[Row]:
@@ -47,6 +47,8 @@ def measure(part: str) -> list[Row]:
         return [fo.podman_row()]
     if part == "extensions":
         return [fo.extensions_row()]
+    if part == "build":
+        return [fo.build_row()]
     if part == "nodes":
         return [fo.nodes_row()]
     raise ValueError(part)

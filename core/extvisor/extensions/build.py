@@ -13,14 +13,17 @@ JSON with sorted keys. docs/extensions.md says the same for authors.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
+import queue
+import struct
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,25 +65,66 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class _Hashed:
-    """A file-like that hashes what goes through it on the way to *out*."""
+class _GzipPipe:
+    """The tar stream, gzip'd and hashed in a second thread, as ``tar | gzip`` runs in two
+    processes: zlib and sha256 release the GIL, so reading files and compressing overlap.
 
-    def __init__(self, out):  # type: ignore[no-untyped-def]
+    The output is what ``gzip.GzipFile(filename="", mtime=0)`` writes: no name, no time.
+    """
+
+    def __init__(self, out, level: int = GZIP_LEVEL):  # type: ignore[no-untyped-def]
         self.out = out
-        self.hash = hashlib.sha256()
-        self.size = 0
+        self.buffer = bytearray()
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.diff = hashlib.sha256()  #: of the tar: the layer's diff_id
+        self.blob = hashlib.sha256()  #: of the gzip'd stream: the layer's digest
+        self.size = 0  #: of the gzip'd stream
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(level,), daemon=True)
+        xfl = b"\002" if level == 9 else b"\004" if level == 1 else b"\000"
+        self._emit(b"\037\213\010\000" + struct.pack("<L", 0) + xfl + b"\377")
+        self.thread.start()
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.blob.update(data)
+            self.size += len(data)
+            self.out.write(data)
+
+    def _run(self, level: int) -> None:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+        crc, length = 0, 0
+        try:
+            while (chunk := self.queue.get()) is not None:
+                self.diff.update(chunk)
+                crc = zlib.crc32(chunk, crc)
+                length += len(chunk)
+                self._emit(comp.compress(chunk))
+            self._emit(comp.flush() + struct.pack("<LL", crc, length & 0xFFFFFFFF))
+        except BaseException as exc:  # handed to the writer, which raises it
+            self.error = exc
+            while self.queue.get() is not None:
+                pass
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        return self.out.write(data)
+        self.buffer += data
+        if len(self.buffer) >= CHUNK:
+            self._send()
+        return len(data)
 
-    def flush(self) -> None:
-        self.out.flush()
+    def _send(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(bytes(self.buffer))
+        self.buffer.clear()
 
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
+    def close(self) -> None:
+        if self.buffer:
+            self._send()
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass
@@ -97,10 +141,9 @@ def write_layer(entries: list[Entry], out: Path, epoch: int, progress: ProgressF
     done = 0
     last = time.monotonic()
     with open(out, "wb") as raw:
-        blob = _Hashed(raw)
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=blob, mtime=0) as gz:  # type: ignore[arg-type]
-            tar_stream = _Hashed(gz)
-            with tarfile.open(fileobj=tar_stream, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:  # type: ignore[arg-type]
+        pipe = _GzipPipe(raw)
+        try:
+            with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:  # type: ignore[arg-type]
                 for e in entries:
                     info = tarfile.TarInfo(e.name)
                     info.mtime, info.uid, info.gid, info.uname, info.gname = epoch, 0, 0, "", ""
@@ -124,8 +167,10 @@ def write_layer(entries: list[Entry], out: Path, epoch: int, progress: ProgressF
                         if time.monotonic() - last > 0.5:
                             progress(Progress("layer", "", done, total))
                             last = time.monotonic()
-    progress(Progress("layer", f"{blob.size / 1e6:.1f} MB compressed", done, total))
-    return Layer(out, blob.digest, tar_stream.digest, blob.size)
+        finally:
+            pipe.close()
+    progress(Progress("layer", f"{pipe.size / 1e6:.1f} MB compressed", done, total))
+    return Layer(out, "sha256:" + pipe.blob.hexdigest(), "sha256:" + pipe.diff.hexdigest(), pipe.size)
 
 
 class _Bytes:
