@@ -4,6 +4,7 @@ Holds the project folder's layout (``project``), the terminal printer (``printer
 the run itself with its file watcher (``run``).
 
 May import: ``extvisor.server`` (it runs the daemon in-process), ``extvisor.runtime``,
+``extvisor.extensions`` (the project layout it shares with ``extensions build``),
 ``extvisor.plugins``, ``extvisor.documents`` and the plugin surface. Never ``extvisor.cli``
 or ``extvisor.dashboard``.
 """

@@ -17,19 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from extvisor.extensions.project import rootfs_for  # one rule for dev mode and extensions build
 from extvisor.server.daemon import DaemonConfig
 
 STATE = ".extvisor"
 SOCKET_MAX = 100  #: AF_UNIX paths are limited to 107 bytes
-
-
-def rootfs_for(project: Path, name: str) -> Path:
-    """``DIR/<name>``, or ``DIR/rootfs/<name>`` when only that one exists."""
-    direct = project / name
-    fallback = project / "rootfs" / name
-    if not direct.is_dir() and fallback.is_dir():
-        return fallback
-    return direct
 
 
 def socket_for(project: Path) -> Path:
