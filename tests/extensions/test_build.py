@@ -199,6 +199,7 @@ def test_round_trip_dev_build_install_run(tools, tmp_path, registry):
         rest, _ = dev.communicate(timeout=60)
     printed = [line.split("| ", 1)[1] for line in lines if line.startswith("ext-hello") and "| " in line]
     assert printed[:3] == ["hello says bonjour", "tick 1", "tick 2"], lines + rest.splitlines()
+    assert not [line for line in lines if "manifest.yaml" in line]  # the manifest is no service file to dev mode
 
     image = tmp_path / "hello.tar"
     digest = digest_of(extvisor("extensions", "build", str(proj), "-o", f"oci-archive:{image}"))

@@ -49,6 +49,7 @@ def dev_config(
         service_config_dir = project / "service-configs"
     return DaemonConfig(
         config_dir=project,
+        not_services=("manifest.yaml",),  # the extension's manifest, for extensions build
         rootfs_dir=project,
         state_dir=state / "state",
         log_dir=state / "logs",

@@ -87,6 +87,8 @@ class Watcher:
             rel = path.relative_to(self.project)
         except ValueError:
             return None
+        if len(rel.parts) == 1 and rel.name in self.daemon.config.not_services:
+            return None
         if len(rel.parts) == 1 and rel.name.endswith(".yaml"):
             return ("file", str(path))
         for service in self.sup.services.values():

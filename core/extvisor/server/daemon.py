@@ -60,6 +60,7 @@ class DaemonConfig:
     tls_key: Path | None = None
     client_ca: Path | None = None  #: client certificates must be signed by it; their O values are roles
     instance: str | None = None  #: keeps cgroups and runtime names apart; None: derived from state_dir
+    not_services: tuple[str, ...] = ()  #: names in config_dir that are no service file (dev mode: manifest.yaml)
 
     @property
     def instance_name(self) -> str:
@@ -69,7 +70,8 @@ class DaemonConfig:
 def load_services(pm: PluginManager, config: DaemonConfig, kinds: dict) -> tuple[list[LoadedService], list[Finding]]:
     """Every service the loader hooks found; a name declared twice keeps the first source."""
     context = LoadContext(config_dir=config.config_dir, kinds=kinds, strict=config.strict)
-    results = pm.load_services(context)
+    results = [r for r in pm.load_services(context)
+               if not (Path(r.source).name in config.not_services and Path(r.source).parent == Path(config.config_dir))]
     findings = [f for item in results for f in item.findings]
     return [item for item in results if item.spec is not None], findings
 
