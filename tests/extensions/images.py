@@ -16,6 +16,7 @@ import json
 import os
 import ssl
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,32 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def pax_bomb(size: int) -> tuple[bytes, str]:
+    """A gzip layer holding one PAX header of *size* bytes, made in 1 MiB steps (never held whole):
+    (the gzip blob, the tar's diff_id). 400 MB of it is a 1.8 MB blob."""
+    value = size - len(f"{size} comment=\n")  # one record "<size> comment=<value>\n" filling the header
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, size
+    out, h = io.BytesIO(), hashlib.sha256()
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing
+
+    def put(data: bytes) -> None:
+        h.update(data)
+        out.write(z.compress(data))
+
+    put(info.tobuf(tarfile.USTAR_FORMAT))
+    put(f"{size} comment=".encode())
+    chunk = b"a" * (1 << 20)
+    left = value
+    while left > 0:
+        put(chunk[: min(left, len(chunk))])
+        left -= len(chunk)
+    put(b"\n" + b"\0" * (-size % 512))
+    put(tar_bytes([file("rootfs/usr/local/share/after", "x")]))
+    out.write(z.flush())
+    return out.getvalue(), "sha256:" + h.hexdigest()
+
+
 def manifest_yaml(name: str, version: str = "1.0.0", constraint: str = ">= v1.5.0", author: str = "Sidero Labs",
                   description: str = "", manifest_version: str = "v1alpha1") -> str:  # fmt: skip
     return (
@@ -131,6 +158,7 @@ class Image:
     arch: str = "amd64"
     docker: bool = False  # Docker schema2 media types instead of OCI
     blobs: dict[str, bytes] = field(default_factory=dict)
+    raw_layers: list[tuple[bytes, str]] = field(default_factory=list)  #: (gzip blob, diff_id) after the others
 
     def build(self) -> tuple[bytes, str]:
         """The manifest bytes and its media type; blobs filled in."""
@@ -142,6 +170,10 @@ class Image:
             self.blobs[sha(blob)] = blob
             descs.append({"mediaType": layer_type, "digest": sha(blob), "size": len(blob)})
             diff_ids.append(sha(raw))
+        for blob, diff_id in self.raw_layers:
+            self.blobs[sha(blob)] = blob
+            descs.append({"mediaType": layer_type, "digest": sha(blob), "size": len(blob)})
+            diff_ids.append(diff_id)
         config = json.dumps({
             "architecture": self.arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "config": {"Labels": {"org.opencontainers.image.source": "https://github.com/siderolabs/extensions"}},

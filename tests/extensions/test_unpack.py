@@ -83,10 +83,38 @@ def test_replacing_kinds_and_owners(tmp_path, box):
 def test_modes_kept_and_read_only_dir_filled(tmp_path, box):
     root, _ = box
     entries = [directory("ro", 0o555), file("ro/x", "x", 0o4755), directory("ro/sub", 0o700), file("ro/sub/y", "y")]
-    apply_layers(layers_of(tmp_path, entries), root)
+    apply_layers(layers_of(tmp_path, entries), root, allow_setuid=True)
     assert (root / "ro").stat().st_mode & 0o7777 == 0o555
     assert (root / "ro/x").stat().st_mode & 0o7777 == 0o4755
     assert (root / "ro/sub/y").read_text() == "y"
+
+
+def test_group_and_other_write_removed(tmp_path, box):
+    root, _ = box
+    entries = [directory("d", 0o777), file("d/w", "w", 0o777), file("d/g", "g", 0o664), directory("d/sticky", 0o1777),
+               directory("d/sgid", 0o2775)]  # fmt: skip
+    report = apply_layers(layers_of(tmp_path, entries), root)
+    modes = {n: os.lstat(root / "d" / n).st_mode & 0o7777 for n in ("w", "g", "sticky", "sgid")}
+    assert modes == {"w": 0o755, "g": 0o644, "sticky": 0o1755, "sgid": 0o755}
+    assert os.lstat(root / "d").st_mode & 0o7777 == 0o755
+    assert sorted(w.split("'")[1] for w in report.warnings) == ["d", "d/sticky", "d/w"]  # world-writeable ones named
+    assert "world-writeable file (mode 0777): unpacked as 0755" in "".join(report.warnings)
+
+
+@pytest.mark.parametrize("mode,bits", [(0o4755, "setuid"), (0o2711, "setgid"), (0o6755, "setuid and setgid")],
+                         ids=["setuid", "setgid", "both"])
+def test_setuid_and_setgid_files_refused_unless_allowed(tmp_path, box, mode, bits):
+    root, _ = box
+    lists = [directory("rootfs"), file("rootfs/su", "x", mode)]
+    with pytest.raises(UnpackError) as err:
+        apply_layers(layers_of(tmp_path, lists), root)
+    assert str(err.value) == (f"layer 1: entry 'rootfs/su': {bits} file (mode {mode:04o}): "
+                              "not installed unless the operator allows it (--allow-setuid)")  # fmt: skip
+    assert err.value.entry == "rootfs/su" and not (root / "rootfs/su").exists()
+    other = tmp_path / "allowed"
+    other.mkdir()
+    apply_layers(layers_of(tmp_path, lists), other, allow_setuid=True)
+    assert os.lstat(other / "rootfs/su").st_mode & 0o7777 == mode
 
 
 def test_hard_link_inside_is_made_with_a_warning(tmp_path, box):
@@ -115,6 +143,10 @@ MALICIOUS = {
     "fifo": ([[Entry("rootfs/usr/local/fifo", type=tarfile.FIFOTYPE)]], "special files are not allowed (a FIFO)"),
     "whiteout of dot-dot": ([[directory("d")], [file("d/.wh...")]], "whiteout of an invalid name"),
     "unknown aufs whiteout": ([[directory("d")], [file("d/.wh..wh.plnk")]], "unsupported whiteout"),
+    "newline in a name": ([[file("rootfs/usr/local/a\n/usr/local/bin/forged", "x")]], "name contains a control character"),
+    "escape in a name": ([[file("rootfs/usr/local/\x1b]0;owned\x07", "x")]], "name contains a control character"),
+    "C1 control in a name": ([[directory("rootfs\x9b2J")]], "name contains a control character"),
+    "hard link to a name with a newline": ([[file("a", "x"), hardlink("b", "a\nb")]], "name contains a control character"),
     "file over a file parent": ([[file("f", "x")], [file("f/child", "y")]], "\"f\" is not a directory"),
 }
 
@@ -177,3 +209,71 @@ def test_zstd_and_plain_tar_layers(tmp_path, box):
         layers.append(Layer(tmp_path / name, sha(blob), len(blob), mtype, name))
     apply_layers(layers, root)
     assert (root / "z/a").read_text() == "zstd" and (root / "z/b").read_text() == "plain"
+
+
+def special_header(kind: bytes, size: int, name: str = "././@PaxHeader") -> bytes:
+    """One raw special header block claiming *size* bytes of data (the data is not included)."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    n = len(body) + 1
+    while len(str(n).encode()) + len(body) != n:
+        n += 1
+    return str(n).encode() + body
+
+
+def padded(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % 512)
+
+
+BOMBS = {
+    # the header claims 400 MB; only a little follows: refused before tarfile tries to read it
+    "PAX header over 1 MiB": (special_header(tarfile.XHDTYPE, 400 << 20) + b"1" * 4096,
+                              "a PAX header of 419430400 bytes at offset 0: special headers over 1048576 bytes are refused"),
+    "PAX global header over 1 MiB": (special_header(tarfile.XGLTYPE, 2 << 20) + b"1" * 4096, "a PAX global header of 2097152 bytes"),
+    "GNU long name over 1 MiB": (special_header(tarfile.GNUTYPE_LONGNAME, 300 << 20, "././@LongLink") + b"a" * 4096,
+                                 "a GNU long name of 314572800 bytes"),
+    "GNU long link over 1 MiB": (special_header(tarfile.GNUTYPE_LONGLINK, 5 << 20, "././@LongLink") + b"a" * 4096,
+                                 "a GNU long link name of 5242880 bytes"),
+    "old GNU sparse": (special_header(tarfile.GNUTYPE_SPARSE, 10, "sparse") + b"\0" * 1024, "old GNU sparse entry"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOMBS))
+def test_special_headers_over_a_mebibyte_refused_before_reading(tmp_path, box, case):
+    root, _ = box
+    data, expected = BOMBS[case]
+    path = tmp_path / "bomb.tar"
+    path.write_bytes(gz(data + b"\0" * 1024))
+    with pytest.raises(UnpackError) as err:
+        apply_layers([Layer(path, sha(path.read_bytes()), label="layer 1")], root)
+    assert str(err.value).startswith("layer 1: ") and expected in str(err.value)
+    assert os.listdir(root) == []
+
+
+def test_special_headers_in_a_row_count_together(tmp_path, box):
+    root, _ = box
+    record = pax_record("comment", "x" * (700 << 10))  # each under 1 MiB, two of them over
+    chained = b"".join(special_header(tarfile.XHDTYPE, len(record)) + padded(record) for _ in range(2))
+    path = tmp_path / "chain.tar"
+    path.write_bytes(gz(chained + tar_bytes([file("after", "x")])))
+    with pytest.raises(UnpackError, match=r"layer 1: special headers of \d+ bytes in a row before one entry"):
+        apply_layers([Layer(path, sha(path.read_bytes()), label="layer 1")], root)
+    # global headers stay for the whole stream: many small ones count together too
+    record = pax_record("comment", "g" * (300 << 10))
+    parts = [special_header(tarfile.XGLTYPE, len(record)) + padded(record) + tar_bytes([file(f"f{i}", "x")])[:1024]
+             for i in range(4)]  # fmt: skip
+    path.write_bytes(gz(b"".join(parts) + b"\0" * 1024))
+    with pytest.raises(UnpackError, match=r"PAX global headers of \d+ bytes in all"):
+        apply_layers([Layer(path, sha(path.read_bytes()), label="layer 1")], root)
+
+
+def test_a_large_but_allowed_pax_header_still_applies(tmp_path, box):
+    root, _ = box
+    name = "rootfs/usr/local/" + "d" * 200 + "/long-name"  # PAX path record
+    report = apply_layers(layers_of(tmp_path, [file(name, "ok")]), root)
+    assert (root / name).read_text() == "ok" and report.entries == 1

@@ -29,6 +29,10 @@ class Progress:
         return f"{self.ref + ': ' if self.ref else ''}{self.stage}{amount}{': ' + self.message if self.message else ''}"
 
 
+class Cancelled(Exception):
+    """The install was cancelled (its client went away); what was written is the caller's to delete."""
+
+
 ProgressFn = Callable[[Progress], None]
 
 

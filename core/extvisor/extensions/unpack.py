@@ -6,6 +6,13 @@ the author; here each refusal names the entry. Every path is walked from the roo
 component at a time with ``O_NOFOLLOW|O_DIRECTORY`` relative to the parent's descriptor, so
 no write, link or removal ever goes through a symlink, whatever earlier layers left there.
 
+Hostile archives are bounded as Go's ``archive/tar`` bounds them: a PAX or GNU long-name
+header over 1 MiB (and special headers over 1 MiB in total before one entry) is refused before
+it is read, where Python's ``tarfile`` would read it whole. Names with control characters are
+refused (a newline would forge lines of a file list). Modes lose group and other write (the
+tree belongs to root and a privileged container runs from it); setuid and setgid files are
+refused unless the operator allows them.
+
 Layers apply bottom to top with OCI whiteouts (``.wh.NAME`` hides NAME of lower layers,
 ``.wh..wh..opq`` hides every lower child of its directory). Every blob's digest and size are
 checked before a byte of it is read as a tar. Owners are not applied: files belong to the
@@ -18,13 +25,18 @@ import errno
 import gzip
 import hashlib
 import os
+import re
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from .progress import Cancelled
+from .tarread import HeaderTooLarge, open_bounded
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -33,6 +45,9 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 GZIP_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
 ZSTD_TYPES = ("application/vnd.oci.image.layer.v1.tar+zstd",)
 TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
+
+SETID = stat.S_ISUID | stat.S_ISGID
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: a newline forges list lines, ESC the terminal
 
 Parts = tuple[str, ...]
 
@@ -106,7 +121,9 @@ def _zstd_errors() -> tuple[type[Exception], ...]:
 
 
 def split_name(name: str) -> Parts:
-    """The components of an entry name; raises for absolute names and ``..``."""
+    """The components of an entry name; raises for absolute names, ``..`` and control characters."""
+    if CONTROL.search(name):
+        raise ValueError("name contains a control character")
     if name.startswith("/"):
         raise ValueError("absolute name")
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
@@ -180,10 +197,13 @@ class _Tree:
 
 
 class _Applier:
-    def __init__(self, root: Path, whiteouts: bool, report: UnpackReport):
+    def __init__(self, root: Path, whiteouts: bool, report: UnpackReport, allow_setuid: bool = False,
+                 cancel: threading.Event | None = None):  # fmt: skip
         self.tree = _Tree(root)
         self.whiteouts = whiteouts
         self.report = report
+        self.allow_setuid = allow_setuid
+        self.cancel = cancel
         self.dir_modes: dict[Parts, int] = {}
         self.layer_paths: set[Parts] = set()  # written by the layer being applied
 
@@ -193,9 +213,14 @@ class _Applier:
         with open(layer.path, "rb") as raw:
             stream = _open_stream(layer, raw)
             try:
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    for member in tar:
+                with open_bounded(stream) as tar:
+                    while (member := tar.next()) is not None:
+                        if self.cancel is not None and self.cancel.is_set():
+                            raise Cancelled(f"{layer.label}: cancelled")
                         self.entry(layer, tar, member)
+                        tar.members.clear()  # tarfile keeps every member: millions of entries would stay in memory
+            except HeaderTooLarge as exc:
+                raise UnpackError(f"{layer.label}: {exc}") from None
             except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, *_zstd_errors()) as exc:
                 raise UnpackError(f"{layer.label}: not a valid tar stream: {exc}") from None
             finally:
@@ -221,11 +246,12 @@ class _Applier:
                 kind = "a FIFO" if member.isfifo() else "a device"
                 raise self.refuse(layer, member, f"special files are not allowed ({kind})")
             parent = self.tree.dir(parts[:-1], create=True)
+            mode = self.mode(layer, member)
             if member.isdir():
-                self.mkdir(parts, parent, member.mode)
+                self.mkdir(parts, parent, mode)
             elif member.isreg():
                 self.replace(parts)
-                self.write(tar, member, parts, parent)
+                self.write(tar, member, parts, parent, mode)
             elif member.issym():
                 self.replace(parts)
                 os.symlink(member.linkname, base, dir_fd=parent)
@@ -245,6 +271,21 @@ class _Applier:
             self.layer_paths.add(parts[:i])
         self.report.entries += 1
 
+    def mode(self, layer: Layer, member: tarfile.TarInfo) -> int:
+        """The mode to give: no group or other write, no setuid or setgid file unless allowed."""
+        mode = member.mode & 0o7777
+        if member.isreg() and mode & SETID and not self.allow_setuid:
+            bits = " and ".join(b for b, m in (("setuid", stat.S_ISUID), ("setgid", stat.S_ISGID)) if mode & m)
+            raise self.refuse(layer, member, f"{bits} file (mode {mode:04o}): not installed unless the operator "
+                                             "allows it (--allow-setuid)")  # fmt: skip
+        if member.isdir():
+            mode &= ~SETID  # meaningless in a tree nothing writes to
+        if mode & 0o002 and (member.isreg() or member.isdir()):
+            kind = "directory" if member.isdir() else "file"
+            self.report.warnings.append(f"{layer.label}: entry {member.name!r}: world-writeable {kind} (mode {mode:04o}): "
+                                        f"unpacked as {mode & ~0o022:04o}")  # fmt: skip
+        return mode & ~0o022
+
     def replace(self, parts: Parts) -> None:
         """Make room for a new non-directory: an older entry of any kind goes first."""
         st = self.tree.lstat(parts)
@@ -259,9 +300,9 @@ class _Applier:
             st = None
         if st is None:
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
-        self.dir_modes[parts] = mode & 0o7777  # set at the end: a 0555 dir must still take children
+        self.dir_modes[parts] = mode  # set at the end: a 0555 dir must still take children
 
-    def write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: Parts, parent: int) -> None:
+    def write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: Parts, parent: int, mode: int) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(parts[-1], flags, 0o600, dir_fd=parent)
         try:
@@ -269,7 +310,7 @@ class _Applier:
             if src is not None:
                 while chunk := src.read(CHUNK):
                     os.write(fd, chunk)
-            os.fchmod(fd, member.mode & 0o7777)
+            os.fchmod(fd, mode)
         finally:
             os.close(fd)
         self.report.bytes += member.size
@@ -349,17 +390,20 @@ def apply_layers(
     root: Path,
     whiteouts: bool = True,
     on_layer: Callable[[int, Layer], None] | None = None,
+    allow_setuid: bool = False,
+    cancel: threading.Event | None = None,
 ) -> UnpackReport:
     """Apply *layers* in order into the existing empty directory *root*.
 
-    Raises :class:`UnpackError` naming the layer and entry; what was written stays under
-    *root* (the caller's staging directory) and nothing is ever written elsewhere.
+    Raises :class:`UnpackError` naming the layer and entry (or :class:`Cancelled` once *cancel*
+    is set); what was written stays under *root* (the caller's staging directory) and nothing
+    is ever written elsewhere. Setuid and setgid files are refused unless *allow_setuid*.
     """
     for layer in layers:
         if layer.digest:
             verify_blob(layer.path, layer.digest, layer.size, layer.label)
     report = UnpackReport()
-    applier = _Applier(root, whiteouts, report)
+    applier = _Applier(root, whiteouts, report, allow_setuid, cancel)
     try:
         for i, layer in enumerate(layers, 1):
             applier.layer(layer)
