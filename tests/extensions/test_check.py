@@ -160,5 +160,6 @@ def test_missing_file_is_a_clear_error(tmp_path, kinds, talos):
 def test_strict_makes_warnings_errors(tmp_path, kinds, talos, strict):
     entries = [*hello(), file("rootfs/usr/local/share/w", "x", 0o666)]
     result = validate(tmp_path, entries, kinds, talos, strict)
-    assert lines(result) == ['rootfs/usr/local/share/w: warning: world-writeable files are not allowed: "/usr/local/share/w"']
+    assert lines(result) == ['rootfs/usr/local/share/w: warning: world-writeable files are not allowed: "/usr/local/share/w" '
+                             '(mode 0666, unpacked as 0644)']
     assert result.check.ok(strict) is not strict

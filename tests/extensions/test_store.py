@@ -125,8 +125,8 @@ def pause(what):
 if where == "unpack":  # in the middle of the layer, right after the big file is written
     from extvisor.extensions import unpack
     real_write = unpack._Applier.write
-    def write(self, tar, member, parts, parent):
-        real_write(self, tar, member, parts, parent)
+    def write(self, tar, member, *rest):
+        real_write(self, tar, member, *rest)
         if member.size > 1 << 20:
             pause("unpack")
     unpack._Applier.write = write

@@ -97,8 +97,7 @@ def test_group_and_other_write_removed(tmp_path, box):
     modes = {n: os.lstat(root / "d" / n).st_mode & 0o7777 for n in ("w", "g", "sticky", "sgid")}
     assert modes == {"w": 0o755, "g": 0o644, "sticky": 0o1755, "sgid": 0o755}
     assert os.lstat(root / "d").st_mode & 0o7777 == 0o755
-    assert sorted(w.split("'")[1] for w in report.warnings) == ["d", "d/sticky", "d/w"]  # world-writeable ones named
-    assert "world-writeable file (mode 0777): unpacked as 0755" in "".join(report.warnings)
+    assert sorted(report.writable) == [("d", True, 0o777), ("d/sticky", True, 0o1777), ("d/w", False, 0o777)]
 
 
 @pytest.mark.parametrize("mode,bits", [(0o4755, "setuid"), (0o2711, "setgid"), (0o6755, "setuid and setgid")],

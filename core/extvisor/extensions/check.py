@@ -11,6 +11,7 @@ read a file of this host.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from extvisor.records import ConditionKind, LoadedService
 
 from . import manifest as mf
 from .semver import Version
+from .unpack import CONTROL, SETID
 
 SERVICES_DIR = ("usr", "local", "etc", "containers")
 ROOTFS_DIR = ("usr", "local", "lib", "containers")
@@ -145,8 +147,9 @@ def check_services(ext: mf.Extension, kinds: Mapping[str, ConditionKind], result
         result.services.append(ServiceEntry(one.spec, one.source, rootfs_rel))
 
 
-def check_contents(ext: mf.Extension, result: CheckResult) -> None:
-    """Talos's ``validateContents`` over the whole rootfs, without following symlinks."""
+def check_contents(ext: mf.Extension, result: CheckResult, allow_setuid: bool = False) -> None:
+    """Talos's ``validateContents`` over the whole rootfs, without following symlinks; beyond
+    Talos, no control character in a name, no setuid or setgid file unless *allow_setuid*."""
     count = 0
     for dirpath, dirnames, filenames in os.walk(ext.rootfs, followlinks=False):
         rel_dir = os.path.relpath(dirpath, ext.rootfs)
@@ -155,17 +158,23 @@ def check_contents(ext: mf.Extension, result: CheckResult) -> None:
             st = os.lstat(os.path.join(dirpath, name))
             item = "/" + rel
             where = f"{mf.ROOTFS}/{rel}"
-            if stat.S_ISDIR(st.st_mode):
-                continue
             problem = None
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            if CONTROL.search(name):  # quoted in ASCII: the name must not reach a terminal or a list as it is
+                problem = Finding.at_path(json.dumps(where)[1:-1], "error", f"control characters are not allowed in names: {json.dumps(item)}")
+            elif stat.S_ISDIR(st.st_mode):
+                if st.st_mode & 0o002:
+                    problem = Finding.at_path(where, "warning", f"world-writeable directories are not allowed: {mf.go_q(item)}")
+            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 problem = Finding.at_path(where, "error", f"special files are not allowed: {mf.go_q(item)}")
             elif not mf.allowed(item):
                 problem = Finding.at_path(where, "error", f"path {mf.go_q(item)} is not allowed in extensions")
             elif not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o002:
                 # Talos's check never fires (DirEntry.Type has no permission bits): warn only
                 problem = Finding.at_path(where, "warning", f"world-writeable files are not allowed: {mf.go_q(item)}")
-            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            elif stat.S_ISREG(st.st_mode) and st.st_mode & SETID and not allow_setuid:
+                problem = Finding.at_path(where, "error", f"setuid and setgid files are not allowed: {mf.go_q(item)} "
+                                                  f"(mode {stat.S_IMODE(st.st_mode):04o}; the operator may allow them: --allow-setuid)")  # fmt: skip
+            if (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) and not CONTROL.search(rel):
                 result.files.append(item)
             if problem is not None:
                 count += 1
@@ -181,6 +190,7 @@ def check_extension(
     talos: Version,
     kinds: Mapping[str, ConditionKind],
     strict: bool = False,
+    allow_setuid: bool = False,
 ) -> CheckResult:
     """Run every check on the unpacked extension at *path* (``manifest.yaml`` + ``rootfs/``)."""
     result = CheckResult()
@@ -198,7 +208,7 @@ def check_extension(
     except mf.ExtensionError as exc:
         message = f"error validating extension {mf.go_q(ext.manifest.name)}: {exc}"
         result.problems.append(Finding.at_path(mf.MANIFEST, "error", message))
-    check_contents(ext, result)
+    check_contents(ext, result, allow_setuid)
     return result
 
 

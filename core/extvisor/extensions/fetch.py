@@ -16,11 +16,12 @@ import platform
 import re
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .progress import Progress, ProgressFn, nothing
+from .progress import Cancelled, Progress, ProgressFn, nothing
 from .refs import Ref
 from .unpack import Layer, UnpackError, verify_blob
 
@@ -32,6 +33,7 @@ INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docke
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 POLICY = '{"default": [{"type": "insecureAcceptAnything"}]}'
 SYSTEM_POLICY = Path("/etc/containers/policy.json")
+STALL_TIMEOUT = 300.0  #: containerd's image_pull_progress_timeout (5m)
 
 
 class FetchError(Exception):
@@ -52,7 +54,8 @@ class FetchOptions:
     cert_dir: str | None = None  #: *.crt CAs, *.cert + *.key client certificates
     tls_verify: bool | None = None  #: None: skopeo's default (verify)
     skopeo: str = "skopeo"
-    timeout: float = 1800.0
+    stall_timeout: float = STALL_TIMEOUT  #: no progress for this long stops the fetch (0: never)
+    timeout: float = 0.0  #: the whole copy at most this long (0: no limit; a slow but moving fetch goes on)
 
     def skopeo_args(self, ref: Ref) -> list[str]:
         args = ["--override-os", "linux", "--override-arch", self.arch]
@@ -100,39 +103,53 @@ def _dir_size(path: Path) -> int:
     return total
 
 
-def _run_skopeo(cmd: list[str], dest: Path, ref: Ref, options: FetchOptions, progress: ProgressFn) -> None:
+def _run_skopeo(cmd: list[str], dest: Path, ref: Ref, options: FetchOptions, progress: ProgressFn,
+                cancel: threading.Event | None = None) -> None:  # fmt: skip
+    """Run skopeo, killing it when nothing has moved for ``options.stall_timeout`` seconds (a
+    registry that stops sending mid-blob would hold it, and the store, for ever) or on *cancel*."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     errors: list[str] = []
-    finished = threading.Event()
+    moved = [time.monotonic()]  # when the copy last made progress: a line from skopeo or more bytes on disk
 
     def read_stderr() -> None:
         assert proc.stderr is not None
         errors.extend(proc.stderr)
 
-    def watch_size() -> None:
-        last = -1
-        while not finished.wait(0.5):
-            size = _dir_size(dest)
-            if size != last:
-                progress(Progress("fetch", "", done=size, ref=ref.given))
-                last = size
-
-    threads = [threading.Thread(target=read_stderr, daemon=True), threading.Thread(target=watch_size, daemon=True)]
-    for t in threads:
-        t.start()
-    try:
+    def read_stdout() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:  # "Copying blob sha256:...", "Writing manifest ..."
+            moved[0] = time.monotonic()
             if line.strip():
                 progress(Progress("fetch", line.strip(), ref=ref.given))
-        proc.wait(timeout=options.timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise FetchError(f"skopeo copy of {ref} took longer than {options.timeout:.0f} s") from None
+
+    threads = [threading.Thread(target=read_stderr, daemon=True), threading.Thread(target=read_stdout, daemon=True)]
+    for t in threads:
+        t.start()
+    start, last = time.monotonic(), -1
+    try:
+        while proc.poll() is None:
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now, size = time.monotonic(), _dir_size(dest)
+            if size != last:
+                progress(Progress("fetch", "", done=size, ref=ref.given))
+                last, moved[0] = size, now
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"{ref}: cancelled")
+            if options.stall_timeout and now - moved[0] > options.stall_timeout:
+                raise FetchError(f"{ref}: no progress for {options.stall_timeout:g} s ({last} bytes fetched): the registry "
+                                 "stopped sending; the fetch was stopped (--image-pull-progress-timeout)")  # fmt: skip
+            if options.timeout and now - start > options.timeout:
+                raise FetchError(f"skopeo copy of {ref} took longer than {options.timeout:g} s")
     finally:
-        finished.set()
-        threads[0].join(timeout=5)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for t in threads:
+            t.join(timeout=5)
     if proc.returncode != 0:
         raise FetchError(_skopeo_message("".join(errors), ref, options.arch))
 
@@ -146,7 +163,8 @@ def _policy_args(work: Path) -> list[str]:
     return ["--policy", str(path)]
 
 
-def fetch(ref: Ref, dest: Path, options: FetchOptions, progress: ProgressFn = nothing) -> Fetched:
+def fetch(ref: Ref, dest: Path, options: FetchOptions, progress: ProgressFn = nothing,
+          cancel: threading.Event | None = None) -> Fetched:  # fmt: skip
     """Copy the ``linux/<arch>`` image of *ref* into the new directory *dest* and check it."""
     if ref.transport not in ("docker", "oci", "oci-archive", "docker-archive"):
         raise FetchError(f"{ref}: not an image reference skopeo reads")
@@ -155,7 +173,7 @@ def fetch(ref: Ref, dest: Path, options: FetchOptions, progress: ProgressFn = no
     progress(Progress("resolve", f"{ref.skopeo()} for linux/{options.arch}", ref=ref.given))
     cmd = [options.skopeo, *_policy_args(dest.parent), "copy", *options.skopeo_args(ref), ref.skopeo(), f"dir:{dest}"]
     try:
-        _run_skopeo(cmd, dest, ref, options, progress)
+        _run_skopeo(cmd, dest, ref, options, progress, cancel)
     except FileNotFoundError:
         raise FetchError(f"{options.skopeo} not found: install skopeo (apt-get install skopeo)") from None
     return read_dir(dest, ref, options.arch, progress)

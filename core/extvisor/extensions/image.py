@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,12 @@ def _sha256_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = nothing) -> Unpacked:
-    """Fetch and unpack *ref* into ``work/image``; problems (not exceptions) for a bad image."""
+def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = nothing, allow_setuid: bool = False,
+           cancel: threading.Event | None = None) -> Unpacked:  # fmt: skip
+    """Fetch and unpack *ref* into ``work/image``; problems (not exceptions) for a bad image.
+
+    Raises :class:`Cancelled` once *cancel* is set (skopeo is killed; *work* is the caller's).
+    """
     target = work / IMAGE_DIR
     result = Unpacked(ref, target)
     if ref.transport == "dir":
@@ -70,7 +75,7 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
             layers = [Layer(path, "", -1, "", "tarball")]
             whiteouts = False
         else:
-            fetched = fetch(ref, work / "blobs", options, progress)
+            fetched = fetch(ref, work / "blobs", options, progress, cancel)
             result.digest, result.media_type, layers = fetched.digest, fetched.media_type, fetched.layers
             result.check.problems.extend(Finding.at_path("", "warning", w) for w in fetched.warnings)
             whiteouts = True
@@ -80,8 +85,12 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
         def applied(i: int, layer: Layer) -> None:
             progress(Progress("unpack", f"applied {layer.label}", i, len(layers), ref.given))
 
-        report = apply_layers(layers, target, whiteouts, applied)
+        report = apply_layers(layers, target, whiteouts, applied, allow_setuid, cancel)
         result.check.problems.extend(Finding.at_path("", "warning", w) for w in report.warnings)
+        for name, is_dir, mode in report.writable:  # Talos's words; the tree gets no group/other write
+            path = "/" + name.strip("/").removeprefix(mf.ROOTFS).lstrip("/")
+            message = f"world-writeable {'directories' if is_dir else 'files'} are not allowed: {mf.go_q(path)}"
+            result.check.problems.append(Finding.at_path(name.strip("/"), "warning", f"{message} (mode {mode:04o}, unpacked as {mode & ~0o022:04o})"))
         result.unpacked = True
     except FetchError as exc:
         result.check.problems.append(Finding.at_path("", "error", str(exc)))
@@ -93,22 +102,24 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
 
 
 def check(unpacked: Unpacked, talos: Version, kinds: Mapping[str, ConditionKind], strict: bool = False,
-          progress: ProgressFn = nothing) -> Unpacked:  # fmt: skip
+          progress: ProgressFn = nothing, allow_setuid: bool = False) -> Unpacked:  # fmt: skip
     """Run every check on an unpacked image; problems go into ``unpacked.check``."""
     if not unpacked.unpacked:
         return unpacked
     progress(Progress("check", "", ref=unpacked.ref.given))
-    found = check_extension(unpacked.path, talos, kinds, strict)
+    found = check_extension(unpacked.path, talos, kinds, strict, allow_setuid)
     found.problems[:0] = unpacked.check.problems
     unpacked.check = found
     return unpacked
 
 
 def validate(ref: Ref, options: FetchOptions, talos: Version, kinds: Mapping[str, ConditionKind],
-             strict: bool = False, progress: ProgressFn = nothing, tmp: str | None = None) -> Unpacked:  # fmt: skip
+             strict: bool = False, progress: ProgressFn = nothing, tmp: str | None = None,
+             allow_setuid: bool = False) -> Unpacked:  # fmt: skip
     """Fetch, unpack and check *ref* in a temporary directory, then delete it."""
     with tempfile.TemporaryDirectory(prefix="extvisor-validate-", dir=tmp) as work:
-        return check(unpack(ref, Path(work), options, progress), talos, kinds, strict, progress)
+        unpacked = unpack(ref, Path(work), options, progress, allow_setuid)
+        return check(unpacked, talos, kinds, strict, progress, allow_setuid)
 
 
 def default_talos() -> Version:

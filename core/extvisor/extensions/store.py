@@ -3,7 +3,7 @@
 Layout under ``<state-dir>/extensions``::
 
     installed/<name>  -> ../trees/<token>   one symlink per installed extension
-    trees/<token>/image/{manifest.yaml,rootfs/}, record.json, files.txt
+    trees/<token>/image/{manifest.yaml,rootfs/}, record.json, files.json
     staging/<token>/                         an install in progress
     merged -> merged.d/<token>               every extension's rootfs merged, later on top
 
@@ -12,6 +12,10 @@ An install unpacks and checks in ``staging/`` (same filesystem), syncs it, renam
 rename the old version (or nothing) is installed, after it the new one, whatever kills the
 process in between. Removal is one ``unlink``. ``recover`` (at daemon start) deletes staging
 dirs and trees no symlink points to; ``collect`` does the same after services moved on.
+
+Every directory of the store is made (or, when it existed, made again) 0700 and must belong to
+this user, as containerd's root is: privileged containers run from these trees, so no other
+user may reach into them, whatever modes an image or an earlier install gave its files.
 """
 
 from __future__ import annotations
@@ -35,14 +39,37 @@ from extvisor.documents.findings import Finding
 from extvisor.records import ConditionKind
 
 from . import image
-from .check import ROOTFS_DIR
+from .check import ROOTFS_DIR, _lstat
 from .fetch import FetchOptions
 from .manifest import ALLOWED_PATHS, ROOTFS
-from .progress import Progress, ProgressFn, nothing
+from .progress import Cancelled, Progress, ProgressFn, nothing
 from .refs import Ref
 from .semver import Version
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+class StoreError(Exception):
+    """The store's directory cannot be used safely; said in one line."""
+
+
+def private_dir(path: Path) -> None:
+    """Make *path*, or take the existing one, as a directory only this user can enter (0700).
+
+    Refuses a symlink, a non-directory and a directory of another user (who could change it
+    back); an existing directory of ours gets 0700 whatever its mode was.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"{path} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a directory'}: refusing to use it")
+    if st.st_uid != os.geteuid():
+        raise StoreError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}): refusing to use it")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700, follow_symlinks=False)
 
 
 class InstallError(Exception):
@@ -131,8 +158,9 @@ class Store:
     # -- locking and recovery ------------------------------------------------------------
 
     def _flock(self) -> int:
-        for d in (self.installed_dir, self.trees, self.staging, self.merged_d):
-            d.mkdir(parents=True, exist_ok=True)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.installed_dir, self.trees, self.staging, self.merged_d):
+            private_dir(d)
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
@@ -213,10 +241,20 @@ class Store:
         return next((r for r in self.list() if r.name == name), None)
 
     def files_of(self, record: Installed) -> list[str]:
+        """The files *record* provides: ``files.json``, or an older install's ``files.txt``,
+        whose lines a file name holding a newline could forge (such lines are dropped)."""
         try:
-            return (record.tree / "files.txt").read_text().splitlines()
+            files = json.loads((record.tree / "files.json").read_text())
+            return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            return []
+        try:
+            lines = (record.tree / "files.txt").read_text().splitlines()
         except OSError:
             return []
+        return [f for f in lines if f.startswith("/") and _is_file(record.rootfs, f)]
 
     # -- installing ----------------------------------------------------------------------
 
@@ -229,18 +267,24 @@ class Store:
         strict: bool = False,
         taken: Mapping[str, str] | None = None,
         progress: ProgressFn = nothing,
+        allow_setuid: bool = False,
+        cancel: threading.Event | None = None,
     ) -> tuple[Installed, Installed | None]:
         """Install *ref*, or upgrade the extension of the same name. Returns (new, old).
 
         *taken* maps service names loaded from elsewhere (``--config-dir``) to their source;
-        a clash refuses the image. The old tree stays on disk until :meth:`collect`.
+        a clash refuses the image. The old tree stays on disk until :meth:`collect`. Setting
+        *cancel* stops the install (:class:`Cancelled`) and deletes its staging directory.
         """
         with self.locked():
             token = uuid.uuid4().hex[:16]
             work = self.staging / token
             work.mkdir()
             try:
-                unpacked = image.check(image.unpack(ref, work, options, progress), talos, kinds, strict, progress)
+                unpacked = image.unpack(ref, work, options, progress, allow_setuid, cancel)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"{ref.given}: cancelled")
+                unpacked = image.check(unpacked, talos, kinds, strict, progress, allow_setuid)
                 problems = list(unpacked.problems)
                 manifest = unpacked.check.manifest
                 if not unpacked.unpacked or manifest is None or not unpacked.check.ok(False):
@@ -265,7 +309,7 @@ class Store:
                     "compatibility": manifest.talos_constraint, "warnings": [str(p) for p in problems],
                 }  # fmt: skip
                 (work / "record.json").write_text(json.dumps(record, indent=2))
-                (work / "files.txt").write_text("".join(f + "\n" for f in unpacked.check.files))
+                (work / "files.json").write_text(json.dumps(unpacked.check.files))
                 _syncfs(work)
                 os.rename(work, self.trees / token)
                 _fsync_dir(self.trees)
@@ -353,6 +397,12 @@ class Store:
             return None
         candidate = self.merged_root() / norm.lstrip("/")
         return candidate if os.path.lexists(candidate) else None
+
+
+def _is_file(rootfs: Path, path: str) -> bool:
+    """Whether *path* is a non-directory in *rootfs*, reached without following a symlink."""
+    st = _lstat(rootfs, tuple(p for p in path.split("/") if p))
+    return st is not None and not stat.S_ISDIR(st.st_mode)
 
 
 def _ignored(path: str) -> bool:

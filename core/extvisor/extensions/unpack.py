@@ -72,6 +72,7 @@ class Layer:
 @dataclass
 class UnpackReport:
     warnings: list[str] = field(default_factory=list)
+    writable: list[tuple[str, bool, int]] = field(default_factory=list)  #: world-writeable (entry, is a dir, mode)
     entries: int = 0
     bytes: int = 0
 
@@ -281,9 +282,7 @@ class _Applier:
         if member.isdir():
             mode &= ~SETID  # meaningless in a tree nothing writes to
         if mode & 0o002 and (member.isreg() or member.isdir()):
-            kind = "directory" if member.isdir() else "file"
-            self.report.warnings.append(f"{layer.label}: entry {member.name!r}: world-writeable {kind} (mode {mode:04o}): "
-                                        f"unpacked as {mode & ~0o022:04o}")  # fmt: skip
+            self.report.writable.append((member.name, member.isdir(), mode))
         return mode & ~0o022
 
     def replace(self, parts: Parts) -> None:
