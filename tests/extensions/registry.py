@@ -122,3 +122,67 @@ class Registry:
 
     def ref(self, repo: str, tag: str) -> str:
         return f"docker://{self.host}/{repo}:{tag}"
+
+
+class StallingProxy:
+    """A TCP proxy on loopback in front of the registry that stops forwarding the registry's
+    answer after *limit* bytes on a connection, keeping it open: a registry that stops
+    sending mid-blob (TLS passes through untouched, so the certificate still matches)."""
+
+    def __init__(self, upstream_port: int, limit: int = 1 << 20):
+        import socket
+        import threading
+
+        self.limit = limit
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.sockets: list[socket.socket] = []
+        self.stalled = threading.Event()  # set once a connection has been held
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, self.limit), daemon=True).start()
+
+    def _pump(self, src, dst, limit: int | None) -> None:  # type: ignore[no-untyped-def]
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[: limit - sent])
+                    self.stalled.set()
+                    self.closed.wait()  # hold the connection open, sending nothing
+                    return
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+
+    def authfile(self, registry: Registry, path: Path) -> Path:
+        """The registry's credentials for the proxy's address."""
+        token = base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
+        path.write_text(json.dumps({"auths": {self.host: {"auth": token}}}))
+        return path
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.shutdown(2)  # wakes a thread blocked in recv
+            except OSError:
+                pass
+            s.close()

@@ -11,7 +11,7 @@ import click
 from extvisor.server.daemon import DaemonConfig, main_async, setup_logging
 from extvisor.server.extensions import ExtensionSettings
 
-EXTENSION_OPTIONS = {"authfile", "cert_dir", "talos_version", "arch"}
+EXTENSION_OPTIONS = {"authfile", "cert_dir", "talos_version", "arch", "allow_setuid", "image_pull_progress_timeout"}
 
 
 def _backend_options() -> list[click.Option]:
@@ -71,11 +71,13 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
 
 def extension_settings(kw: dict) -> ExtensionSettings:  # type: ignore[type-arg]
     absolute = {k: str(Path(kw[k]).absolute()) if kw.get(k) else None for k in ("authfile", "cert_dir")}
-    return ExtensionSettings(**absolute, talos_version=kw["talos_version"], arch=kw["arch"] or "")
+    return ExtensionSettings(**absolute, talos_version=kw["talos_version"], arch=kw["arch"] or "",
+                             allow_setuid=kw["allow_setuid"], stall_timeout=kw["image_pull_progress_timeout"])  # fmt: skip
 
 
 def extension_options() -> list[click.Option]:
     """Registry access for ``extensions install``, with skopeo's meanings (also ``extvisor dev``)."""
+    from extvisor.extensions.fetch import STALL_TIMEOUT
     from extvisor.extensions.manifest import TALOS_VERSION
 
     return [
@@ -86,6 +88,11 @@ def extension_options() -> list[click.Option]:
         click.Option(["--talos-version"], default=TALOS_VERSION, show_default=True,
                      help="Talos version extension compatibility constraints are checked against."),
         click.Option(["--arch"], default=None, help="Architecture of extension images to pull [default: the host's]."),
+        click.Option(["--image-pull-progress-timeout"], type=click.FloatRange(min=0), default=STALL_TIMEOUT, show_default=True,
+                     metavar="SECONDS", help="Stop fetching an extension image when nothing arrived for this long "
+                                             "(containerd's image_pull_progress_timeout); 0: never."),
+        click.Option(["--allow-setuid"], is_flag=True,
+                     help="Install setuid and setgid files of extension images (refused otherwise)."),
     ]  # fmt: skip
 
 

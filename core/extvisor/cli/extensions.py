@@ -79,16 +79,18 @@ def extensions(ctx: click.Context, socket_path: str | None, nodes: tuple[str, ..
 @extensions.command("install")
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @click.option("--strict", is_flag=True, help="Refuse on warnings too (a file another extension provides...).")
+@click.option("--allow-setuid", is_flag=True, help="Install setuid and setgid files (refused otherwise).")
 @socket_option
 @node_options
 @output_option
 @click.pass_context
-def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, socket_path: str | None, nodes: tuple[str, ...],
-            endpoints: tuple[str, ...], context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
+def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, allow_setuid: bool, socket_path: str | None,
+            nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None, config_file: str | None,
+            output: str) -> None:  # fmt: skip
     """Install images, or upgrade the extensions of the same name; their services start.
 
     Progress goes to stderr; each refused image is listed with every problem and the exit
-    code is 1.
+    code is 1. Ctrl-C cancels the install on the node (unless it was already switched in).
     """
 
     def go() -> None:
@@ -127,7 +129,11 @@ def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, socket_path
             else:
                 click.echo(f"error: {message}", err=True)
 
-        fl.stream(lambda c: do_install(c, list(refs), os.getcwd(), strict), show, broke)
+        try:
+            fl.stream(lambda c: do_install(c, list(refs), os.getcwd(), strict, allow_setuid), show, broke)
+        except KeyboardInterrupt:
+            click.echo("cancelled: the install stops on the node", err=True)
+            raise
         if output != "table":
             emit(installed, output)
         if failed[0]:
@@ -177,9 +183,10 @@ def remove(ctx: click.Context, names: tuple[str, ...], socket_path: str | None, 
 @click.option("--cert-dir", default=None, type=click.Path(file_okay=False), help="CA and client certificates for the registry.")
 @click.option("--arch", default=None, help="Platform to check in an index [default: the host's].")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--allow-setuid", is_flag=True, help="Accept setuid and setgid files (as install --allow-setuid).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir: str | None, arch: str | None,
-             strict: bool, output: str) -> None:  # fmt: skip
+             strict: bool, allow_setuid: bool, output: str) -> None:  # fmt: skip
     """Check an image, or an unpacked DIR (manifest.yaml + rootfs/), as install would; no daemon.
 
     Each problem is one line with its path in the image (FILE:LINE:COL in a service file);
@@ -197,7 +204,7 @@ def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir
     except (RefError, ExtensionError) as exc:
         raise click.ClickException(str(exc)) from None
     options = FetchOptions(arch=arch or host_arch(), authfile=authfile, cert_dir=cert_dir)
-    result = image.validate(parsed, options, talos, default_kinds(), strict)
+    result = image.validate(parsed, options, talos, default_kinds(), strict, allow_setuid=allow_setuid)
     ok = result.unpacked and result.check.manifest is not None and result.check.ok(strict)
     manifest = result.check.manifest
     if output == "json":

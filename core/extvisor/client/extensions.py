@@ -14,10 +14,11 @@ def list_extensions(client: Client) -> list[dict[str, Any]]:
     return client.request("GET", "/v1/extensions")  # type: ignore[no-any-return]
 
 
-def install(client: Client, refs: list[str], cwd: str, strict: bool = False) -> Iterator[dict[str, Any]]:
+def install(client: Client, refs: list[str], cwd: str, strict: bool = False, allow_setuid: bool = False) -> Iterator[dict[str, Any]]:
     """Install or upgrade images; yields the daemon's lines as they come:
-    ``{"progress": ...}``, then ``{"installed": ...}`` or ``{"error": ..., "problems": [...]}`` per ref."""
-    body = {"refs": refs, "cwd": cwd, "strict": strict}
+    ``{"progress": ...}``, then ``{"installed": ...}`` or ``{"error": ..., "problems": [...]}`` per ref.
+    Closing the iterator early (Ctrl-C) closes the stream, which cancels the install on the node."""
+    body = {"refs": refs, "cwd": cwd, "strict": strict, "allow_setuid": allow_setuid}
     response = client._open("POST", "/v1/extensions", None, body, client.timeout, read_timeout=None)
     buf = b""
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,15 @@ from typing import Any
 
 from extvisor.extensions import FetchOptions, Progress, RefError, host_arch, parse_ref
 from extvisor.extensions.manifest import TALOS_VERSION, talos_version
-from extvisor.extensions.store import Installed, InstallError, Store
+from extvisor.extensions.fetch import STALL_TIMEOUT
+from extvisor.extensions.progress import Cancelled
+from extvisor.extensions.store import Installed, InstallError, Store, StoreError
 from extvisor.records import ConditionKind
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.documents.findings import Finding
 from extvisor.documents.loader import load_service_file
 from extvisor.documents.models import ServiceSpec
+from extvisor.server.files import DaemonError
 
 log = logging.getLogger("extvisor.extensions")
 SOURCE = "extension:"
@@ -42,6 +46,8 @@ class ExtensionSettings:
     talos_version: str = TALOS_VERSION
     arch: str = ""  #: empty: the host's
     install: list[str] = field(default_factory=list)  #: refs installed at start (``extvisor dev --extension``)
+    allow_setuid: bool = False  #: install setuid and setgid files (refused otherwise)
+    stall_timeout: float = STALL_TIMEOUT  #: a fetch with no progress for this long is stopped
 
 
 def source_of(name: str, path: str) -> str:
@@ -53,11 +59,13 @@ class Extensions:
     def __init__(self, state_dir: Path, settings: ExtensionSettings, kinds: Mapping[str, ConditionKind], strict: bool):
         self.store = Store(state_dir / "extensions")
         self.settings = settings
-        self.options = FetchOptions(arch=settings.arch or host_arch(), authfile=settings.authfile, cert_dir=settings.cert_dir)
+        self.options = FetchOptions(arch=settings.arch or host_arch(), authfile=settings.authfile, cert_dir=settings.cert_dir,
+                                    stall_timeout=settings.stall_timeout)  # fmt: skip
         self.talos = talos_version(settings.talos_version)
         self.kinds = kinds
         self.strict = strict
         self.lock = asyncio.Lock()
+        self.busy = ""  #: what holds the lock: "another install of REF", "the removal of NAME"
         self.sup: Supervisor | None = None
 
     # -- services of an extension ------------------------------------------------------------
@@ -91,7 +99,10 @@ class Extensions:
     async def attach(self, sup: Supervisor) -> None:
         """Recover the store, install ``settings.install``, add every extension's services."""
         self.sup = sup
-        removed = await asyncio.to_thread(self.store.recover)
+        try:
+            removed = await asyncio.to_thread(self.store.recover)
+        except StoreError as exc:
+            raise DaemonError(f"extension store: {exc}") from None
         if removed:
             log.warning("removed what an interrupted install or removal left: %s", ", ".join(removed))
         for ref in self.settings.install:
@@ -101,7 +112,7 @@ class Extensions:
             except RefError as exc:
                 raise InstallError(ref, [Finding.at_path("", "error", str(exc))]) from None
             record, _ = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
-                                                self.strict, taken, _log_progress)  # fmt: skip
+                                                self.strict, taken, _log_progress, self.settings.allow_setuid)  # fmt: skip
             for warning in record.warnings:
                 log.warning("%s: %s", record.name, warning)
             await asyncio.to_thread(self.store.collect)
@@ -120,19 +131,42 @@ class Extensions:
 
     # -- while running -----------------------------------------------------------------------
 
-    async def install(self, ref: str, cwd: str, strict: bool, progress: Callable[[Progress], None]) -> Installed:
-        """Install or upgrade one image, then apply its services. Raises InstallError."""
+    async def _acquire(self, what: str, cancel: threading.Event | None, progress: Callable[[Progress], None]) -> None:
+        """Take the store, saying what it waits for; :class:`Cancelled` if *cancel* is set meanwhile."""
+        if self.lock.locked():
+            progress(Progress("queue", f"waiting for {self.busy}", ref=what))
+            log.info("%s waits for %s", what, self.busy)
+        acquire = asyncio.ensure_future(self.lock.acquire())
+        while not acquire.done():
+            await asyncio.wait({acquire}, timeout=0.2)
+            if cancel is not None and cancel.is_set() and not acquire.done():
+                acquire.cancel()
+        if cancel is not None and cancel.is_set():
+            if not acquire.cancelled():
+                self.lock.release()
+            raise Cancelled(f"{what}: cancelled while queued")
+
+    async def install(self, ref: str, cwd: str, strict: bool, progress: Callable[[Progress], None],
+                      allow_setuid: bool = False, cancel: threading.Event | None = None) -> Installed:  # fmt: skip
+        """Install or upgrade one image, then apply its services. Raises InstallError, or
+        :class:`Cancelled` once *cancel* is set before the switch (its staging is deleted)."""
         assert self.sup is not None
         sup = self.sup
-        async with self.lock:
+        await self._acquire(ref, cancel, progress)
+        try:
+            self.busy = f"another install of {ref}"
             parsed = parse_ref(ref).absolute(cwd or "/")
             taken = {s.spec.name: s.source for s in sup.services.values() if not s.source.startswith(SOURCE)}
             record, old = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
-                                                  strict or self.strict, taken, progress)  # fmt: skip
+                                                  strict or self.strict, taken, progress,
+                                                  allow_setuid or self.settings.allow_setuid, cancel)  # fmt: skip
             await self._apply(record, old)
             await asyncio.to_thread(self.store.collect)
             log.info("extension %s %s installed from %s (%s)", record.name, record.version, ref, record.digest)
             return record
+        finally:
+            self.busy = ""
+            self.lock.release()
 
     async def _apply(self, record: Installed, old: Installed | None) -> None:
         assert self.sup is not None
@@ -151,7 +185,9 @@ class Extensions:
     async def remove(self, name: str) -> Installed:
         """Stop the extension's services, then remove every file it brought. Raises KeyError."""
         assert self.sup is not None
-        async with self.lock:
+        await self._acquire(f"removal of {name}", None, lambda p: None)
+        try:
+            self.busy = f"the removal of {name}"
             record = self.store.get(name)
             if record is None:
                 raise KeyError(name)
@@ -164,6 +200,9 @@ class Extensions:
             await asyncio.to_thread(self.store.collect)
             log.info("extension %s removed", name)
             return record
+        finally:
+            self.busy = ""
+            self.lock.release()
 
     def list(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.store.list()]
@@ -174,4 +213,4 @@ def _log_progress(p: Progress) -> None:
         log.info("%s", p)
 
 
-__all__ = ["ExtensionSettings", "Extensions", "InstallError"]
+__all__ = ["Cancelled", "ExtensionSettings", "Extensions", "InstallError"]

@@ -2,19 +2,23 @@
 
     GET    /v1/extensions                 installed extensions, in stacking order
     GET    /v1/extensions/{name}          one of them
-    POST   /v1/extensions                 {"refs": [...], "cwd": "...", "strict": false}: install
-                                          or upgrade each, streamed as NDJSON lines:
-                                          {"progress": {...}}, then {"installed": {...}} or
-                                          {"error": "...", "ref": "...", "problems": [...]} per ref
+    POST   /v1/extensions                 {"refs": [...], "cwd": "...", "strict": false,
+                                          "allow_setuid": false}: install or upgrade each, streamed
+                                          as NDJSON lines: {"progress": {...}}, then
+                                          {"installed": {...}} or {"error": "...", "ref": "...",
+                                          "problems": [...]} per ref
     DELETE /v1/extensions/{name}          stop its services and remove it
 
-An install runs to its end even if the client goes away: the stream only watches it.
+A client that goes away (Ctrl-C) cancels its install: skopeo is killed and the staging
+directory deleted, unless the new version was already switched in (then it finishes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,13 +27,16 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from extvisor.extensions import Progress, RefError
-from extvisor.server.extensions import Extensions, InstallError
+from extvisor.server.extensions import Cancelled, Extensions, InstallError
+
+log = logging.getLogger("extvisor.extensions")
 
 
 class InstallRequest(BaseModel):
     refs: list[str]
     cwd: str = "/"  #: relative local paths (oci:DIR, tarball:FILE...) are read from here
     strict: bool = False
+    allow_setuid: bool = False  #: install setuid and setgid files (refused otherwise)
 
 
 def _line(data: dict[str, Any]) -> bytes:
@@ -55,6 +62,7 @@ def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
             raise HTTPException(400, "no image reference given")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        cancel = threading.Event()  # set when the client goes away
 
         def progress(p: Progress) -> None:  # called from the install thread
             loop.call_soon_threadsafe(queue.put_nowait, _line({"progress": p.as_dict()}))
@@ -63,8 +71,11 @@ def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
             try:
                 for ref in request.refs:
                     try:
-                        record = await ext.install(ref, request.cwd, request.strict, progress)
+                        record = await ext.install(ref, request.cwd, request.strict, progress, request.allow_setuid, cancel)
                         queue.put_nowait(_line({"installed": record.as_dict()}))
+                    except Cancelled:
+                        log.warning("install of %s cancelled: the client went away", ref)
+                        return
                     except InstallError as exc:
                         problems = [p.as_dict() | {"path": p.file, "text": str(p)} for p in exc.problems]
                         queue.put_nowait(_line({"error": f"{ref}: image refused", "ref": ref, "problems": problems}))
@@ -80,8 +91,11 @@ def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
         task.add_done_callback(app.state.extension_tasks.discard)
 
         async def stream() -> AsyncIterator[bytes]:
-            while (line := await queue.get()) is not None:
-                yield line
+            try:
+                while (line := await queue.get()) is not None:
+                    yield line
+            finally:  # the end, or the client went away (the server cancels this generator)
+                cancel.set()
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
