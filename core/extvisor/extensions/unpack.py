@@ -229,9 +229,12 @@ class _Applier:
                     stream.close()
 
     def refuse(self, layer: Layer, member: tarfile.TarInfo, why: str) -> UnpackError:
-        return UnpackError(f"{layer.label}: entry {member.name!r}: {why}", member.name)
+        entry = member.name if not CONTROL.search(member.name) else repr(member.name)[1:-1]  # never printed raw
+        return UnpackError(f"{layer.label}: entry {member.name!r}: {why}", entry)
 
     def entry(self, layer: Layer, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if CONTROL.search(member.name):  # a newline would forge lines of a file list, an escape the terminal
+            raise self.refuse(layer, member, "name contains a control character")
         try:
             parts = split_name(member.name)
         except ValueError as exc:

@@ -15,6 +15,12 @@ class DaemonError(Exception):
 
 def lock_state_dir(state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.stat(state_dir)
+    if st.st_uid != os.geteuid():
+        raise DaemonError(f"the state directory {state_dir} belongs to uid {st.st_uid}, not to this user "
+                          f"(uid {os.geteuid()}): refusing to use it")  # fmt: skip
+    if stat.S_IMODE(st.st_mode) != 0o700:  # as containerd's root, whatever mode it had: no other user reaches in
+        os.chmod(state_dir, 0o700)
     fd = os.open(state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
