@@ -106,3 +106,46 @@ def test_a_real_talosconfig_with_talos_key_labels_is_read(ca_dir: Path, tmp_path
     (tmp_path / "talosconfig").write_text(yaml.safe_dump(doc))
     info = run(config, "info", "--config", str(tmp_path / "talosconfig")).output
     assert "Roles:               os:admin" in info
+
+
+def test_gen_never_writes_a_key_through_a_symlink(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    d.mkdir(mode=0o700)
+    stolen = tmp_path / "attacker" / "stolen.key"
+    stolen.parent.mkdir()
+    (d / "ca.key").symlink_to(stolen)  # dangling: Path.exists() says no
+    out = run(gen, "ca", str(d), ok=False)
+    assert out.exit_code == 1 and f"{d / 'ca.key'} already exists (a symlink); not overwriting it" in out.stderr
+    assert not stolen.exists() and not (d / "ca.crt").exists()
+    run(gen, "ca", str(d), "--force")  # the symlink is replaced, never followed
+    assert not stolen.exists() and not (d / "ca.key").is_symlink()
+    assert stat.S_IMODE((d / "ca.key").stat().st_mode) == 0o600
+    certs.load_pair(d)
+
+
+@pytest.mark.parametrize("setup,expected", [
+    ("other-user", "belongs to uid 65534, not to you"),
+    ("world-writable", "can be written by others (mode 0777; chmod 700 it)"),
+    ("sticky-tmp", "can be written by others (mode 1777; chmod 700 it)"),
+    ("group-writable", "can be written by its group (mode 0770; chmod 700 it)"),
+    ("symlinked-dir", "is a symlink or not a directory"),
+])  # fmt: skip
+def test_gen_refuses_a_directory_others_own_or_can_write(tmp_path: Path, ca_dir: Path, setup: str, expected: str) -> None:
+    d = tmp_path / "keys"
+    if setup == "symlinked-dir":
+        (tmp_path / "real").mkdir(mode=0o700)
+        d.symlink_to(tmp_path / "real")
+    else:
+        d.mkdir()
+        mode = {"world-writable": 0o777, "sticky-tmp": 0o1777, "group-writable": 0o770}.get(setup, 0o700)
+        d.chmod(mode)
+        if setup == "other-user":
+            import os
+
+            os.chown(d, 65534, 65534)
+    for args in (["ca", str(d)], ["server", str(d), "--ca", str(ca_dir), "--san", "x"]):
+        out = run(gen, *args, ok=False)
+        assert out.exit_code == 1 and expected in out.stderr and "keys are written only" in out.stderr, out.stderr
+    assert not any(p.name.endswith(".key") for p in (tmp_path / "real" if setup == "symlinked-dir" else d).iterdir())
+    out = run(config, "new", str(d / "talosconfig"), "--ca", str(ca_dir), "-e", "127.0.0.2", ok=False)
+    assert out.exit_code == 1 and expected in out.stderr and not (d / "talosconfig").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -132,6 +133,10 @@ def config_new(file: str, ca_dir: str, roles: str, endpoints: tuple[str, ...], n
         context_name = "+".join(short)
     ctx = Context.from_pems(ca.crt, client.crt, client.key, _check_addresses(split_list(endpoints)),
                             _check_addresses(split_list(nodes)))  # fmt: skip
+    try:  # the file holds a key: the same rule as gen's directories
+        os.close(certs.open_private_dir(path.absolute().parent))
+    except certs.CertError as exc:
+        _fail(str(exc))
     Config(context=context_name, contexts={context_name: ctx}).save(path)
     click.echo(f"wrote {path} (context {context_name!r}, roles {', '.join(sorted(roles_mod.parse(role_list)))})")
 

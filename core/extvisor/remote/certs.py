@@ -1,7 +1,8 @@
 """Certificates as talosctl makes them: an Ed25519 CA (ten years), server certificates
 with IP and DNS names, client certificates whose Subject Organization values are roles.
 
-Keys are written as PKCS#8 ``PRIVATE KEY``, mode 0600. Talos writes Ed25519 keys under the
+Keys are written as PKCS#8 ``PRIVATE KEY``, mode 0600, never through a symlink and never into
+a directory another user owns or can write. Talos writes Ed25519 keys under the
 label ``ED25519 PRIVATE KEY``, which neither OpenSSL nor ``cryptography`` reads: such keys are
 relabelled when read (:func:`normalize_key_pem`), the bytes are the same.
 """
@@ -9,9 +10,11 @@ relabelled when read (:func:`normalize_key_pem`), the bytes are the same.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import ipaddress
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,26 +153,79 @@ def new_client(ca: KeyPair, roles: Iterable[str], hours: float = CLIENT_HOURS, n
 
 
 def write_pair(directory: str | os.PathLike[str], stem: str, pair: KeyPair, overwrite: bool = False) -> tuple[Path, Path]:
-    """``DIR/<stem>.crt`` (0644) and ``DIR/<stem>.key`` (0600); DIR is made 0700 when missing."""
+    """``DIR/<stem>.crt`` (0644) and ``DIR/<stem>.key`` (0600); DIR is made 0700 when missing.
+
+    Never writes through a symlink (a file is created with ``O_EXCL|O_NOFOLLOW``, or replaced
+    by a rename with *overwrite*), nor into a directory another user owns or can write.
+    """
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
     crt, key = d / f"{stem}.crt", d / f"{stem}.key"
-    if not overwrite:
-        for p in (crt, key):
-            if p.exists():
-                raise CertError(f"{p} already exists; not overwriting it")
-    _write(key, pair.key, 0o600)
-    _write(crt, pair.crt, 0o644)
+    dir_fd = open_private_dir(d)
+    try:
+        if not overwrite:
+            for p in (crt, key):
+                try:
+                    st = os.stat(p.name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                what = " (a symlink)" if stat.S_ISLNK(st.st_mode) else ""
+                raise CertError(f"{p} already exists{what}; not overwriting it")
+        _write_at(dir_fd, key, pair.key, 0o600, overwrite)
+        _write_at(dir_fd, crt, pair.crt, 0o644, overwrite)
+    finally:
+        os.close(dir_fd)
     return crt, key
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+def open_private_dir(d: Path) -> int:
+    """A descriptor of *d* (made 0700 when missing) if keys may go there: a directory, not a
+    symlink, of this user, that neither group nor others can write (as OpenSSH's StrictModes)."""
+    d.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.fchmod(fd, mode)  # an existing file keeps its old mode otherwise
-        os.write(fd, data)
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise CertError(f"cannot make {d}: {exc.strerror}") from None
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise CertError(f"{d} is a symlink or not a directory: keys are written only into a real directory") from None
+        raise CertError(f"cannot open {d}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    problem = ""
+    if st.st_uid != os.geteuid():
+        problem = f"belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"can be written by {'others' if st.st_mode & 0o002 else 'its group'} (mode {stat.S_IMODE(st.st_mode):04o}; chmod 700 it)"
+    if problem:
+        os.close(fd)
+        raise CertError(f"{d} {problem}: keys are written only into a directory nobody else can change")
+    return fd
+
+
+def _write_at(dir_fd: int, path: Path, data: bytes, mode: int, overwrite: bool) -> None:
+    """Write a new file in *dir_fd*; with *overwrite*, a new file renamed over the old name
+    (which replaces a symlink there rather than writing through it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    name = f".{path.name}.{secrets.token_hex(6)}" if overwrite else path.name
+    try:
+        fd = os.open(name, flags, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        raise CertError(f"{path} already exists; not overwriting it") from None
+    try:
+        os.fchmod(fd, mode)  # whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.unlink(name, dir_fd=dir_fd)
+        raise
     finally:
         os.close(fd)
+    if overwrite:
+        os.rename(name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def load_pair(directory: str | os.PathLike[str], stem: str = "ca") -> KeyPair:
