@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from daemon_process import DaemonProcess
 from extensions.images import Image, directory, extension_entries, file, layout, pax_bomb, plain_tarball, service_yaml
 
 from extvisor.extensions import FetchOptions, parse_ref
+from extvisor.extensions import image as img
 from extvisor.extensions.store import InstallError, Store, StoreError
 
 BOMB = 400 << 20  # the 400 MB PAX header in a 1.8 MB gzip layer
@@ -187,3 +189,30 @@ def test_the_daemon_locks_down_a_state_dir_that_existed(tmp_path):
     os.chown(d.state_dir, 65534, 65534)
     with pytest.raises(RuntimeError, match=r"belongs to uid 65534, not to this user"):
         d.start()
+
+
+def test_validate_of_a_directory_reports_control_characters_and_setuid(tmp_path, kinds, talos):
+    d = tmp_path / "unpacked"
+    d.mkdir()
+    ref = tarball(tmp_path, "dirval")
+    with tarfile.open(ref.removeprefix("tarball:")) as tar:
+        tar.extractall(d)  # noqa: S202 - our own tar
+    share = d / "rootfs/usr/local/share"
+    share.mkdir()
+    (share / "x\n/usr/local/bin").mkdir(parents=True)  # the name the list would print as two lines
+    (share / "x\n/usr/local/bin/tool").write_text("x")
+    (share / "su").write_text("x")
+    os.chmod(share / "su", 0o4755)
+    (share / "open").mkdir(mode=0o777)
+    os.chmod(share / "open", 0o777)
+    result = img.validate(parse_ref(str(d), allow_dir=True), FetchOptions(), talos, kinds)
+    lines = [str(p) for p in result.problems]
+    assert lines == [
+        'rootfs/usr/local/share/open: warning: world-writeable directories are not allowed: "/usr/local/share/open"',
+        'rootfs/usr/local/share/su: error: setuid and setgid files are not allowed: "/usr/local/share/su" '
+        "(mode 4755; the operator may allow them: --allow-setuid)",
+        'rootfs/usr/local/share/x\\n: error: control characters are not allowed in names: "/usr/local/share/x\\n"',
+    ]
+    assert not any("tool" in f for f in result.check.files)
+    allowed = img.validate(parse_ref(str(d), allow_dir=True), FetchOptions(), talos, kinds, allow_setuid=True)
+    assert not any("setuid" in str(p) for p in allowed.problems)
