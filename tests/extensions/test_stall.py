@@ -92,16 +92,26 @@ def test_queued_install_says_so_and_ctrl_c_cancels_on_the_node(tmp_path, registr
     authfile.write_text(json.dumps(auths))
     d = daemon_with(tmp_path, registry, authfile, "600")  # far longer than the test: only Ctrl-C ends it
     stalled_ref = f"docker://{proxy.host}/siderolabs/stall:q"
-    first = second = None
+    first = queued = second = None
     try:
         first = cli(d, "extensions", "install", stalled_ref)
         assert proxy.stalled.wait(30), "the proxy never held the blob"
         staging = d.state_dir / "extensions" / "staging"
         d.wait(lambda: skopeo_children(d.proc.pid) != [], what="skopeo running")
+        # a queued install says what it waits for, and Ctrl-C takes it out of the queue
+        queued = cli(d, "extensions", "install", registry.ref("siderolabs/after", "1"))
+        assert queued.stderr is not None
+        line = queued.stderr.readline()
+        assert f"queue: waiting for another install of {stalled_ref}" in line, line
+        queued.send_signal(signal.SIGINT)
+        _, err = queued.communicate(timeout=20)
+        assert queued.returncode == 130 and "cancelled" in err
+        d.wait(lambda: "cancelled: the client went away" in d.log(), what="the queued install cancelled")
+        assert d.client.request("GET", "/v1/extensions") == [] and skopeo_children(d.proc.pid) != []
+        # Ctrl-C of the running one: skopeo killed, staging deleted, the next one goes
         second = cli(d, "extensions", "install", registry.ref("siderolabs/after", "1"))
         assert second.stderr is not None
-        line = second.stderr.readline()
-        assert f"waiting for another install of {stalled_ref}" in line, line
+        assert "waiting for another install of" in second.stderr.readline()
         assert list(staging.iterdir()) != []
         first.send_signal(signal.SIGINT)  # Ctrl-C
         _, err = first.communicate(timeout=20)
@@ -114,7 +124,7 @@ def test_queued_install_says_so_and_ctrl_c_cancels_on_the_node(tmp_path, registr
         assert list(staging.iterdir()) == []
         assert "install of " + stalled_ref + " cancelled: the client went away" in d.log()
     finally:
-        for p in (first, second):
+        for p in (first, queued, second):
             if p is not None and p.poll() is None:
                 p.kill()
         d.stop()
