@@ -59,6 +59,15 @@ def test_a_stalled_fetch_stops_after_the_progress_timeout(tmp_path, registry, pu
     assert skopeo_children(os.getpid()) == []
 
 
+def test_validate_stops_a_stalled_fetch(tmp_path, registry, pusher, proxy):
+    pusher.image("siderolabs/stall", "v", big_image("stall"))
+    authfile = proxy.authfile(registry, tmp_path / "auth.json")
+    out = subprocess.run([sys.executable, "-m", "extvisor", "extensions", "validate", f"docker://{proxy.host}/siderolabs/stall:v",
+                          "--authfile", str(authfile), "--cert-dir", str(registry.cert_dir),
+                          "--image-pull-progress-timeout", "2"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 1 and "no progress for 2 s" in out.stdout, out.stdout + out.stderr
+
+
 def daemon_with(tmp_path: Path, registry, authfile: Path, timeout: str) -> DaemonProcess:
     d = DaemonProcess(tmp_path, extra=["--authfile", str(authfile), "--cert-dir", str(registry.cert_dir),
                                        "--image-pull-progress-timeout", timeout])  # fmt: skip

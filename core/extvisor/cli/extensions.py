@@ -184,9 +184,11 @@ def remove(ctx: click.Context, names: tuple[str, ...], socket_path: str | None, 
 @click.option("--arch", default=None, help="Platform to check in an index [default: the host's].")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--allow-setuid", is_flag=True, help="Accept setuid and setgid files (as install --allow-setuid).")
+@click.option("--image-pull-progress-timeout", "stall", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="SECONDS", help="Stop fetching when nothing arrived for this long; 0: never.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir: str | None, arch: str | None,
-             strict: bool, allow_setuid: bool, output: str) -> None:  # fmt: skip
+             strict: bool, allow_setuid: bool, stall: float, output: str) -> None:  # fmt: skip
     """Check an image, or an unpacked DIR (manifest.yaml + rootfs/), as install would; no daemon.
 
     Each problem is one line with its path in the image (FILE:LINE:COL in a service file);
@@ -203,7 +205,7 @@ def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir
         talos = parse_talos(talos_version or TALOS_VERSION)
     except (RefError, ExtensionError) as exc:
         raise click.ClickException(str(exc)) from None
-    options = FetchOptions(arch=arch or host_arch(), authfile=authfile, cert_dir=cert_dir)
+    options = FetchOptions(arch=arch or host_arch(), authfile=authfile, cert_dir=cert_dir, stall_timeout=stall)
     result = image.validate(parsed, options, talos, default_kinds(), strict, allow_setuid=allow_setuid)
     ok = result.unpacked and result.check.manifest is not None and result.check.ok(strict)
     manifest = result.check.manifest
