@@ -55,7 +55,7 @@ class FetchOptions:
     tls_verify: bool | None = None  #: None: skopeo's default (verify)
     skopeo: str = "skopeo"
     stall_timeout: float = STALL_TIMEOUT  #: no progress for this long stops the fetch (0: never)
-    timeout: float = 0.0  #: the whole copy at most this long (0: no limit; a slow but moving fetch goes on)
+    timeout: float | None = None  #: the whole copy at most this long (None: no limit; a slow but moving fetch goes on)
 
     def skopeo_args(self, ref: Ref) -> list[str]:
         args = ["--override-os", "linux", "--override-arch", self.arch]
