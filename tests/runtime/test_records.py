@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
-from extvisor.runtime.adoption import Records, record_path
+import pytest
+
+from extvisor.runtime.adoption import Records, load, record_path
 from extvisor.state import ServiceEvent, State
 
 
@@ -87,3 +90,48 @@ def test_a_removed_service_keeps_its_last_events(tmp_path):
         await asyncio.sleep(0)
 
     asyncio.run(main())
+
+
+# Issue 24, item 7: a record of the wrong shape is taken as missing, and the log says which and why.
+MALFORMED = [
+    ("[]", "Input should be an object"),
+    ('{"restarts": "abc"}', "restarts: "),
+    ('{"events": 5}', "events: "),
+    ('{"restarts": 1e999}', "restarts: "),
+    ('{"restarts": -1}', "restarts: "),
+    ('{"restarts": NaN}', "restarts: "),
+    ('{"spec": 5}', "spec: "),
+    ('{"events": [5]}', "events.0: "),
+    ('{"events": [{"service": "ext-a", "state": "Dreaming", "msg": "x", "ts": 1}]}', "events.0.state: "),
+    ('{"events": [{"service": "ext-a", "state": "Running", "msg": 7, "ts": 1}]}', "events.0.msg: "),
+    ('{"events": [{"service": "ext-a", "state": "Running", "msg": "x", "ts": 1e999}]}', "events.0.ts: "),
+    ('{"events": [{"service": "ext-b", "state": "Running", "msg": "x", "ts": 1}]}', "events of ext-b"),
+    ("not json", "Invalid JSON"),
+    ("\udcff", "Invalid JSON"),
+]
+
+
+@pytest.mark.parametrize(("text", "what"), MALFORMED)
+def test_a_malformed_record_counts_as_missing(tmp_path, caplog, text: str, what: str) -> None:
+    path = record_path(tmp_path, "ext-a")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(text.encode(errors="surrogateescape"))
+    with caplog.at_level(logging.WARNING, "extvisor.adoption"):
+        assert load(tmp_path, "ext-a") is None
+    assert len(caplog.records) == 1
+    said = caplog.records[0].getMessage()
+    assert said.startswith(f"{path}: malformed record, taken as missing: ") and what in said, said
+
+
+def test_a_sound_record_is_read_and_a_missing_one_is_quietly_none(tmp_path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, "extvisor.adoption"):
+        assert load(tmp_path, "ext-a") is None
+        path = record_path(tmp_path, "ext-a")
+        path.parent.mkdir(parents=True)
+        event = {"service": "ext-a", "state": "Running", "msg": "Started", "ts": 12.5}
+        path.write_text(json.dumps({"restarts": 3, "spec": "h1", "pid": 42, "events": [event], "later": "ignored"}))
+        record = load(tmp_path, "ext-a")
+    assert caplog.records == []
+    assert record is not None and (record.restarts, record.spec, record.pid) == (3, "h1", 42)
+    assert [e.model_dump() for e in record.history()] == [event]
+    assert all(type(e) is ServiceEvent for e in record.history())

@@ -59,6 +59,7 @@ def dev_config(
         backend_options=dict(backend_options or {}),
         host_services=list(host_services),
         strict=strict,
-        supervisor={"restart_delay": 1.0, "restart_max_delay": 10.0, "stop_timeout": 5.0, **(supervisor or {})},
+        supervisor={"restart_delay": 1.0, "restart_max_delay": 10.0, "stop_timeout": 5.0, "rootfs_layout": rootfs_for,
+                    **(supervisor or {})},
     )
 

@@ -18,10 +18,11 @@ from extvisor.plugins import get_plugin_manager
 from extvisor.runtime.service import Service
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.server.daemon import Daemon, DaemonConfig, DaemonError
+from extvisor.server.extensions import SOURCE as EXTENSION_SOURCE
 from extvisor.documents.findings import Finding
 from extvisor.documents.models import ServiceSpec
 from extvisor.devmode.printer import PRINTER, Printer
-from extvisor.devmode.project import STATE, rootfs_for
+from extvisor.devmode.project import STATE
 
 log = logging.getLogger("extvisor.dev")
 
@@ -32,15 +33,12 @@ SETTLE = 0.3  #: quiet time after the last change of a burst before acting on it
 
 
 class DevSupervisor(Supervisor):
-    def rootfs_of(self, spec: ServiceSpec) -> Path:
-        return self.rootfs_dirs.get(spec.name) or rootfs_for(self.options.rootfs_dir, spec.name)
-
-    def add(self, spec: ServiceSpec, source: str = "") -> Service:
+    def add(self, spec: ServiceSpec, source: str = "", rootfs: Path | None = None) -> Service:
         # Tell the printer every id before any output, so prefixes line up from the start.
         printer = self.pm.get_plugin(PRINTER)
         if printer is not None:
             printer.known(spec.id)
-        return super().add(spec, source)
+        return super().add(spec, source, rootfs)
 
 
 class DevDaemon(Daemon):
@@ -92,12 +90,18 @@ class Watcher:
         if len(rel.parts) == 1 and rel.name.endswith(".yaml"):
             return ("file", str(path))
         for service in self.sup.services.values():
-            rootfs = self.sup.rootfs_of(service.spec)
-            if path == rootfs or rootfs in path.parents:
-                if service.spec.container.security.writeableRootfs:
-                    return None  # the service writes there itself: watching would loop
-                return ("rootfs", service.id)
+            for rootfs in {service.rootfs, self._rootfs_now(service)}:
+                if path == rootfs or rootfs in path.parents:
+                    if service.spec.container.security.writeableRootfs:
+                        return None  # the service writes there itself: watching would loop
+                    return ("rootfs", service.id)
         return None
+
+    def _rootfs_now(self, service: Service) -> Path:
+        """The project's layout answers anew: DIR/rootfs/<name> made after the service file counts."""
+        if service.source.startswith(EXTENSION_SOURCE):
+            return service.rootfs  # the extension's own
+        return self.sup.options.rootfs_for(service.spec.name)
 
     def _schedule(self, key: tuple[str, str]) -> None:
         # One action per burst: each change pushes the action back until things are quiet.
@@ -161,9 +165,10 @@ class Watcher:
         service = self.sup.services.get(service_id)
         if service is None:
             return
-        rootfs = os.path.relpath(self.sup.rootfs_of(service.spec))
-        self.printer.note(f"{rootfs}/ changed: restarting {service_id}")
+        rootfs = self._rootfs_now(service)
+        self.printer.note(f"{os.path.relpath(rootfs)}/ changed: restarting {service_id}")
         await service.stop()
+        service.rootfs = rootfs
         service.start()
 
 

@@ -20,6 +20,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from extvisor.runtime.host import Launched
 from extvisor.state import ServiceEvent, State
 
 if TYPE_CHECKING:
@@ -108,37 +111,73 @@ def _adoptable(service: Service) -> tuple[Any, ...]:
     return service.pid, service.launched_hash if service.pid else None, service.restarts
 
 
-def load(state_dir: Path, service_id: str) -> dict[str, Any] | None:
+class RecordedEvent(ServiceEvent):
+    """An event as a record holds it: the types exactly, a finite time."""
+
+    model_config = ConfigDict(strict=True)
+    service: str
+    ts: float = Field(allow_inf_nan=False)
+
+
+class Record(BaseModel):
+    """What ``service.json`` holds; a daemon of an older version may have left keys this one ignores."""
+
+    model_config = ConfigDict(strict=True)
+    restarts: int = Field(0, ge=0)
+    spec: str | None = None  #: the hash of the OCI spec of the running container
+    pid: int | None = None
+    events: list[RecordedEvent] = Field(default_factory=list)
+
+    def history(self) -> list[ServiceEvent]:
+        return [ServiceEvent.model_construct(**e.model_dump()) for e in self.events]
+
+
+def load(state_dir: Path, service_id: str) -> Record | None:
+    """The service's record; None when there is none, or it cannot be read (said in the log)."""
+    path = record_path(state_dir, service_id)
     try:
-        return json.loads(record_path(state_dir, service_id).read_text())
-    except (OSError, ValueError):
+        record = Record.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        log.warning("%s: cannot read the record, taken as missing: %s", path, exc.strerror or exc)
+        return None
+    except ValidationError as exc:
+        log.warning("%s: malformed record, taken as missing: %s", path, _what(exc))
+        return None
+    strangers = {e.service for e in record.events} - {service_id}
+    if strangers:
+        log.warning("%s: malformed record, taken as missing: events of %s", path, ", ".join(sorted(strangers)))
+        return None
+    return record
+
+
+def _what(exc: ValidationError) -> str:
+    """The first few problems of a record, as ``events.0.ts: Input should be a finite number``."""
+    errors = exc.errors(include_url=False, include_input=False)
+    said = [(".".join(map(str, e["loc"])) + ": " if e["loc"] else "") + e["msg"] for e in errors[:3]]
+    return "; ".join(said) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
 
 
 async def adopt_all(sup: Supervisor) -> list[str]:
     """Carry over every service's record, adopt what matches, remove the rest; return adopted ids."""
     state_dir = sup.options.state_dir
     adopt = getattr(sup.backend, "adopt", None)
-    adopted: dict[str, Any] = {}
+    adopted: dict[str, Launched] = {}
     reasons: dict[str, str] = {}
     for service in sup.services.values():
         record = load(state_dir, service.id)
         if record is None:
             continue
-        service.restarts = int(record.get("restarts") or 0)
-        for event in record.get("events") or []:
-            try:
-                service.history.push(ServiceEvent.model_validate(event))
-            except ValueError:
-                continue
-        if not record.get("spec"):
+        service.carry_over(record.restarts, record.history())
+        if not record.spec:
             continue
         try:
-            request = sup.request_for(service.spec)
+            request = sup.request_for(service.spec, service.rootfs)
         except Exception as exc:  # an environment file gone, a config that does not load
             reasons[service.id] = f"its container could not be checked ({exc})"
             continue
-        if spec_hash(request.oci) != record["spec"]:
+        if spec_hash(request.oci) != record.spec:
             reasons[service.id] = "its spec changed"
             continue
         if adopt is None:
@@ -148,8 +187,7 @@ async def adopt_all(sup: Supervisor) -> list[str]:
         if handle is None:
             reasons[service.id] = f"{sup.backend_name} cannot adopt it (it is gone, has exited, or its output is lost)"
             continue
-        service.launched_hash = record["spec"]
-        adopted[service.id] = handle
+        adopted[service.id] = Launched(handle, record.spec)
     removed = await sup.backend.cleanup(keep=frozenset(adopted))
     for cid in removed:
         service = sup.services.get(cid)
@@ -158,6 +196,6 @@ async def adopt_all(sup: Supervisor) -> list[str]:
         else:
             why = reasons.get(service.id, "it was not recorded as running")
             service.push(State.Initialized, f"Replacing the container an earlier daemon left running: {why}")
-    for sid, handle in adopted.items():
-        sup.services[sid].adopt(handle)
+    for sid, launched in adopted.items():
+        sup.services[sid].adopt(launched)
     return sorted(adopted)

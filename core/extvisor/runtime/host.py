@@ -7,9 +7,10 @@ so the three modules import one way (supervisor -> service, hostservices -> host
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from extvisor.runtime.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 
@@ -39,6 +40,21 @@ class Options:
     condition_options: dict[str, Any] = field(default_factory=dict)
     #: where this daemon's containers' cgroups go: ``/extvisor/<instance>`` (one per daemon)
     cgroup_parent: str = "/extvisor"
+    #: the rootfs of a service that brings none of its own, from (rootfs_dir, name); None: ``rootfs_dir / name``
+    rootfs_layout: Callable[[Path, str], Path] | None = None
+
+    def rootfs_for(self, name: str) -> Path:
+        """The root filesystem of service *name* when whoever adds it does not say: ``<rootfs-dir>/<name>``."""
+        if self.rootfs_layout is not None:
+            return self.rootfs_layout(self.rootfs_dir, name)
+        return self.rootfs_dir / name
+
+
+class Launched(NamedTuple):
+    """What a launch tells the service: its container, and the hash of the OCI spec it runs."""
+
+    container: ContainerHandle
+    spec_hash: str  #: recorded: a later daemon adopts the container only while its spec hashes the same
 
 
 class ServiceHost(Protocol):
@@ -49,12 +65,11 @@ class ServiceHost(Protocol):
     kinds: dict[str, ConditionKind]
     configs: ConfigView
     pm: Any  #: the plugin manager; services call ``pm.hook.extvisor_*``
+    #: the daemon exits leaving containers running: a run that ends keeps its container (adopted later)
+    detaching: bool
 
     def publish(self, event: ServiceEvent) -> None:
         """Record a state change in the event stream."""
-
-    def rootfs_of(self, spec: ServiceSpec) -> Path:
-        """The root filesystem directory of *spec*'s container."""
 
     def conditions_of(self, spec: ServiceSpec) -> list[Condition]:
         """The conditions *spec* waits for, in Talos's order."""
@@ -68,5 +83,5 @@ class ServiceHost(Protocol):
 
     async def changed(self) -> None: ...
 
-    async def launch(self, spec: ServiceSpec) -> ContainerHandle:
-        """Build the container of *spec* and start it through the backend."""
+    async def launch(self, spec: ServiceSpec, rootfs: Path) -> Launched:
+        """Build the container of *spec* on *rootfs* and start it through the backend."""

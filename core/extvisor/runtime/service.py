@@ -10,6 +10,8 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from extvisor.documents.models import Restart, ServiceSpec
@@ -19,7 +21,7 @@ from extvisor.state import Health, History, ServiceEvent, ServiceInfo, State
 from extvisor.runtime.waitall import ConditionFailed, wait_all
 
 if TYPE_CHECKING:
-    from extvisor.runtime.host import ServiceHost
+    from extvisor.runtime.host import Launched, ServiceHost
 
 log = logging.getLogger("extvisor.service")
 
@@ -29,10 +31,11 @@ class _Stop(Exception):
 
 
 class Service:
-    def __init__(self, spec: ServiceSpec, supervisor: ServiceHost, source: str = ""):
+    def __init__(self, spec: ServiceSpec, supervisor: ServiceHost, source: str, rootfs: Path):
         self.spec = spec
         self.id = spec.id
         self.source = source
+        self.rootfs = rootfs  #: the root filesystem its container runs on
         self.sup = supervisor
         self.history = History()
         self.state = State.Initialized
@@ -42,7 +45,7 @@ class Service:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._container: ContainerHandle | None = None
-        self._adopted: ContainerHandle | None = None  #: left running by an earlier daemon
+        self._adopted: Launched | None = None  #: left running by an earlier daemon
         self.launched_hash: str | None = None  #: of the OCI spec of the running container
         self._noted = False
 
@@ -99,12 +102,18 @@ class Service:
         assert self._task is not None
         await asyncio.shield(self._task)
 
-    def adopt(self, container: ContainerHandle) -> None:
-        """Go on supervising *container*, which an earlier daemon started for this service."""
+    def carry_over(self, restarts: int, events: Iterable[ServiceEvent]) -> None:
+        """Take the restart counter and the events an earlier daemon recorded of this service."""
+        self.restarts = restarts
+        for event in events:
+            self.history.push(event)
+
+    def adopt(self, launched: Launched) -> None:
+        """Go on supervising the container an earlier daemon *launched* for this service."""
         if self.running:
             raise RuntimeError(f"{self.id} is running already")
         self._stop = asyncio.Event()
-        self._adopted = container
+        self._adopted = launched
         self._task = asyncio.create_task(self._run(), name=f"run {self.id}")
 
     async def detach(self) -> None:
@@ -125,9 +134,8 @@ class Service:
             if self._adopted is None:  # an adopted container runs already: its conditions held
                 await self._wait_conditions()
                 self.push(State.Preparing, "Running pre state")
-                rootfs = self.sup.rootfs_of(self.spec)
                 try:
-                    check_rootfs(self.spec, rootfs)
+                    check_rootfs(self.spec, self.rootfs)
                     create_missing_sources(self.spec)
                 except (ContainerSpecError, OSError) as exc:
                     raise _Failed(f"Failed to run pre stage: {exc}") from None
@@ -209,14 +217,16 @@ class Service:
 
     async def _run_once(self) -> tuple[ExitStatus | None, str | None]:
         """Launch the container and wait for its end. A stop request raises _Stop after stopping it."""
-        container, self._adopted = self._adopted, None
+        launched, self._adopted = self._adopted, None
         how = "Adopted"
-        if container is None:
+        if launched is None:
             how = "Started"
             try:
-                container = await self._launch()
+                launched = await self._launch()
             except (BackendError, ContainerSpecError, OSError) as exc:
                 return None, str(exc)
+        container = launched.container
+        self.launched_hash = launched.spec_hash  # recorded with the pid: a later daemon may adopt it
         self._container = container
         self.pid = container.pid
         self.started_at = time.time()
@@ -245,7 +255,7 @@ class Service:
             stop.cancel()
             self._container = None
             self.pid = None
-            if getattr(self.sup, "detaching", False):  # the daemon exits leaving it running
+            if self.sup.detaching:  # the daemon exits leaving it running
                 detach = getattr(container, "detach", None)
                 if detach is not None:
                     detach()
@@ -271,11 +281,11 @@ class Service:
         except Exception as exc:
             log.warning("%s: removing the container failed: %s", self.id, exc)
 
-    async def _launch(self) -> ContainerHandle:
+    async def _launch(self) -> Launched:
         """Launch, waiting while the backend is unreachable (containerd down, podman not started)."""
         while True:
             try:
-                return await self.sup.launch(self.spec)
+                return await self.sup.launch(self.spec, self.rootfs)
             except BackendUnavailable as exc:
                 self.push(State.Waiting, f"Waiting for {self.sup.backend_name}: {exc}")
                 await self._stoppable(asyncio.ensure_future(asyncio.sleep(self.sup.options.backend_retry)))

@@ -18,12 +18,12 @@ from extvisor.runtime.adoption import Records
 from extvisor.runtime.adoption import spec_hash
 from extvisor.runtime.configstore import ConfigStore
 from extvisor.runtime.hostservices import HostService
-from extvisor.runtime.host import Options
+from extvisor.runtime.host import Launched, Options
 from extvisor.runtime.logs import ServiceLog
 from extvisor.documents.models import Dependency, ServiceSpec
 from extvisor.oci import build_oci_spec
 from extvisor.plugins import PluginManager
-from extvisor.protocols import Backend, Condition, ConditionContext, ContainerHandle, LaunchRequest
+from extvisor.protocols import Backend, Condition, ConditionContext, LaunchRequest
 from extvisor.records import ConditionKind
 from extvisor.runtime.service import Service
 from extvisor.runtime.stats import StatsCollector
@@ -74,7 +74,6 @@ class Supervisor:
         self.kinds = kinds
         self.configs = configs or ConfigStore(None, options.state_dir / "configs")
         self.services: dict[str, Service] = {}
-        self.rootfs_dirs: dict[str, Path] = {}  #: spec name -> rootfs, for services that bring theirs (extensions)
         self.host_services = {h.id: h for h in host_services}
         self.logs: dict[str, ServiceLog] = {}
         self._tails: dict[str, list[bytes]] = {}  # the last lines of each service, for "last log"
@@ -89,8 +88,9 @@ class Supervisor:
 
     # -- loading -----------------------------------------------------------------------
 
-    def add(self, spec: ServiceSpec, source: str = "") -> Service:
-        service = Service(spec, self, source)
+    def add(self, spec: ServiceSpec, source: str = "", rootfs: Path | None = None) -> Service:
+        """Add a service on *rootfs* (default: the options' rule, ``<rootfs-dir>/<name>``), not started."""
+        service = Service(spec, self, source, rootfs or self.options.rootfs_for(spec.name))
         self.services[service.id] = service
         self.logs[service.id] = ServiceLog(
             self.options.log_dir / f"{service.id}.log",
@@ -129,9 +129,6 @@ class Supervisor:
         if len(text) == 512 and "\n" in text[:-1]:
             text = text[text.index("\n") + 1 :]
         return text.rstrip("\n")
-
-    def rootfs_of(self, spec: ServiceSpec) -> Path:
-        return self.rootfs_dirs.get(spec.name) or self.options.rootfs_dir / spec.name
 
     # -- events --------------------------------------------------------------------------
 
@@ -199,30 +196,28 @@ class Supervisor:
                     log.warning("removed containers left by an earlier daemon: %s", ", ".join(removed))
                 self.backend_ready = True
 
-    async def launch(self, spec: ServiceSpec) -> ContainerHandle:
+    async def launch(self, spec: ServiceSpec, rootfs: Path) -> Launched:
         await self._ensure_backend()
         self.logs[spec.id].ensure_open()  # Talos: "error creating log"
-        request = self.request_for(spec)
-        service = self.services.get(spec.id)
-        if service is not None:
-            service.launched_hash = spec_hash(request.oci)  # recorded: a later daemon may adopt it
+        request = self.request_for(spec, rootfs)
+        hashed = spec_hash(request.oci)
         began = time.monotonic()
         launching = self.backend.launch(request)
         del request  # the backend keeps what it needs: fifty starts at once must not hold fifty specs
         handle = await launching
         self.stats.observe_start(spec.id, time.monotonic() - began)
-        return handle
+        return Launched(handle, hashed)
 
-    def request_for(self, spec: ServiceSpec) -> LaunchRequest:
-        """What the backend is given to run *spec* now (also compared with a running one's)."""
+    def request_for(self, spec: ServiceSpec, rootfs: Path) -> LaunchRequest:
+        """What the backend is given to run *spec* on *rootfs* now (also compared with a running one's)."""
         env_file = self.configs.read_environment_file(spec)
         esc_env, esc_mounts = self.configs.materialize(spec.name)
-        oci = build_oci_spec(spec, self.rootfs_of(spec), env_file=env_file, extra_env=esc_env, extra_mounts=esc_mounts,
+        oci = build_oci_spec(spec, rootfs, env_file=env_file, extra_env=esc_env, extra_mounts=esc_mounts,
                              cgroup_parent=self.options.cgroup_parent)
         self.pm.hook.extvisor_prepare_container(service_id=spec.id, spec=spec, oci=oci)
         state_dir = self.options.state_dir / "services" / spec.id
         state_dir.mkdir(parents=True, exist_ok=True)
-        return LaunchRequest(spec.id, spec, oci, self.rootfs_of(spec), self.logs[spec.id], state_dir)
+        return LaunchRequest(spec.id, spec, oci, rootfs, self.logs[spec.id], state_dir)
 
     # -- the whole set -------------------------------------------------------------------
 
@@ -241,14 +236,18 @@ class Supervisor:
             else:
                 service.start()
 
-    async def apply(self, spec: ServiceSpec, source: str = "") -> Service:
-        """Add a service, or replace a service's spec (keeping its history), and (re)start it."""
+    async def apply(self, spec: ServiceSpec, source: str = "", rootfs: Path | None = None) -> Service:
+        """Add a service, or replace a service's spec and rootfs (keeping its history), and (re)start it.
+
+        *rootfs* defaults to the options' rule, as in :meth:`add`.
+        """
+        rootfs = rootfs or self.options.rootfs_for(spec.name)
         service = self.services.get(spec.id)
         if service is None:
-            service = self.add(spec, source)
+            service = self.add(spec, source, rootfs)
         else:
             await service.stop()
-            service.spec, service.source = spec, source
+            service.spec, service.source, service.rootfs = spec, source, rootfs
             service.push(State.Initialized, "Service spec changed")
         service.start()
         return service

@@ -94,7 +94,7 @@ class ConsoleSink:
 
 
 class Daemon:
-    supervisor_class: type[Supervisor] = Supervisor  #: dev mode finds rootfs dirs its own way
+    supervisor_class: type[Supervisor] = Supervisor  #: dev mode tells its printer of each service
 
     def __init__(self, config: DaemonConfig, pm: PluginManager | None = None):
         self.config = config

@@ -125,8 +125,7 @@ class Extensions:
                 if other is not None:
                     log.error("service %s of extension %s not loaded: %s already declares it", spec.name, record.name, other.source)
                     continue
-                sup.rootfs_dirs[spec.name] = rootfs
-                sup.add(spec, source)
+                sup.add(spec, source, rootfs)
         log.info("%d extension(s) installed", len(self.store.list()))
 
     # -- while running -----------------------------------------------------------------------
@@ -177,10 +176,8 @@ class Extensions:
         for sid in old.services if old else []:
             if sid not in keep and sid in self.sup.services:
                 await self.sup.remove(sid)
-                self.sup.rootfs_dirs.pop(sid.removeprefix("ext-"), None)
         for spec, source, rootfs in services:
-            self.sup.rootfs_dirs[spec.name] = rootfs
-            await self.sup.apply(spec, source)
+            await self.sup.apply(spec, source, rootfs)
 
     async def remove(self, name: str) -> Installed:
         """Stop the extension's services, then remove every file it brought. Raises KeyError."""
@@ -195,7 +192,6 @@ class Extensions:
                 service = self.sup.services.get(sid)
                 if service is not None and service.source.startswith(source_of(name, "")):
                     await self.sup.remove(sid)
-                    self.sup.rootfs_dirs.pop(sid.removeprefix("ext-"), None)
             await asyncio.to_thread(self.store.remove, name)
             await asyncio.to_thread(self.store.collect)
             log.info("extension %s removed", name)
