@@ -7,8 +7,11 @@ Before: every daemon put its containers under the cgroup ``/extvisor/<id>``, so 
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from containerd_daemon import ContainerdDaemon, containerd  # noqa: F401  (fixtu
 from daemon_process import DaemonProcess
 
 from extvisor.protocols import instance_name
+from extvisor.server.files import INSTANCE_LOCKS, DaemonError, InstanceLock
 from extvisor.testing import make_busybox_rootfs
 
 TWIN = "echo up; trap 'echo got-TERM; exit 0' TERM; while :; do sleep 0.1; done"
@@ -91,3 +95,82 @@ def test_instance_name_is_checked(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path, extra=["--instance", "../evil"])
     with pytest.raises(RuntimeError, match="--instance"):
         d.start()
+
+
+@pytest.mark.runc
+def test_item24_8_a_second_daemon_with_the_same_instance_is_refused(tmp_path: Path) -> None:
+    """Issue 24, item 8: before, the second daemon started on the first one's cgroups, and stopping
+    it killed the first one's services (which that one then reported "exited without error")."""
+    instance = "t" + uuid.uuid4().hex[:12]  # not another test's (or another run's) instance
+    a = DaemonProcess(tmp_path / "a", extra=["--instance", instance])
+    b = DaemonProcess(tmp_path / "b", extra=["--instance", instance])
+    for d in (a, b):
+        _twin(d)
+    lock = INSTANCE_LOCKS / f"{instance}.lock"
+    a.start()
+    try:
+        pid_a = a.wait_state("ext-twin", "Running")["pid"]
+        with pytest.raises(RuntimeError) as refused:
+            b.start()
+        assert lock.read_text() == f"{a.proc.pid}\n{a.state_dir}\n"
+        assert b.proc.returncode == 1
+        said = f"instance {instance} (--instance) is in use by another extvisor daemon (pid {a.proc.pid}, " \
+               f"state directory {a.state_dir})"
+        assert said in str(refused.value) and "Traceback" not in b.log(), b.log()
+        assert not (b.state_dir / "runc").exists() and not b.socket.exists()  # it touched nothing
+        # The first daemon is untouched: same container, no signal, its cgroup in place.
+        time.sleep(0.5)
+        info = a.service("ext-twin")
+        assert info["state"] == "Running" and info["pid"] == pid_a, info
+        assert "got-TERM" not in (a.log_dir / "ext-twin.log").read_text()
+        assert f"/extvisor/{instance}/ext-twin" in _cgroup_of(pid_a)
+        assert a.stop() == 0, a.log()[-2000:]
+        assert not lock.exists()  # taken away with the daemon
+        assert "got-TERM" in (a.log_dir / "ext-twin.log").read_text()
+        # Once the first has gone, the name is free again.
+        b.start()
+        b.wait_state("ext-twin", "Running")
+        assert b.stop() == 0, b.log()[-2000:]
+    finally:
+        for d in (a, b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
+
+
+@pytest.mark.runc
+def test_item24_8_a_killed_daemon_leaves_its_instance_free(tmp_path: Path) -> None:
+    instance = "t" + uuid.uuid4().hex[:12]
+    a = DaemonProcess(tmp_path / "a", extra=["--instance", instance])
+    _twin(a)
+    a.start()
+    try:
+        a.wait_state("ext-twin", "Running")
+        a.stop(signal.SIGKILL)  # the kernel drops the lock with its holder
+        a.socket.unlink(missing_ok=True)
+        a.start()  # and the next daemon takes over what it left
+        a.wait_state("ext-twin", "Running")
+    finally:
+        if a.proc is not None and a.proc.poll() is None:
+            assert a.stop() == 0, a.log()[-2000:]
+    assert not (INSTANCE_LOCKS / f"{instance}.lock").exists()
+
+
+def test_instance_lock_names_its_holder_and_refuses_a_shared_directory(tmp_path: Path) -> None:
+    first = InstanceLock.take(tmp_path / "locks", "one", Path("/var/lib/x"), "--instance")
+    with pytest.raises(DaemonError, match=r"instance one \(--instance\) is in use by another extvisor daemon "
+                                          rf"\(pid {os.getpid()}, state directory /var/lib/x\)"):
+        InstanceLock.take(tmp_path / "locks", "one", Path("/var/lib/y"), "--instance")
+    other = InstanceLock.take(tmp_path / "locks", "two", Path("/var/lib/y"), "--instance")  # another name: free
+    first.release()
+    again = InstanceLock.take(tmp_path / "locks", "one", Path("/var/lib/y"), "--instance")
+    again.release()
+    other.release()
+    assert list((tmp_path / "locks").iterdir()) == []
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(DaemonError, match="not a directory of this user's that only it can write"):
+        InstanceLock.take(shared, "one", Path("/var/lib/x"), "--instance")
+    (tmp_path / "link").symlink_to(tmp_path / "locks")
+    with pytest.raises(DaemonError, match="not a directory of this user's"):
+        InstanceLock.take(tmp_path / "link", "one", Path("/var/lib/x"), "--instance")

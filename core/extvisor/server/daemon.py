@@ -5,7 +5,8 @@ the containers an earlier one left that still match their service files
 (``runtime/adoption.py``, ``Backend.adopt``) and asks the backend to remove the others
 (``Backend.cleanup``) before it starts anything, so a service never runs twice and nothing
 is orphaned. SIGUSR2 exits leaving every service running (restart, upgrade). A lock file
-keeps two daemons off one state directory.
+keeps two daemons off one state directory, and another (``server/files.py``) off one
+``--instance`` name, which keys the host-wide cgroups and container names.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from extvisor.records import LoadContext, LoadedService
 from extvisor.runtime.adoption import adopt_all
 from extvisor.runtime.supervisor import Options, Supervisor
 from extvisor.server.extensions import Extensions, ExtensionSettings, InstallError
-from extvisor.server.files import DaemonError, bind_socket, lock_state_dir
+from extvisor.server.files import DaemonError, bind_socket, lock_instance, lock_state_dir
 from extvisor.server.logfmt import setup_logging
 
 __all__ = ["Daemon", "DaemonConfig", "DaemonError", "main_async", "setup_logging"]
@@ -133,6 +134,11 @@ class Daemon:
         if cfg.instance is not None and not INSTANCE_RE.fullmatch(cfg.instance):
             raise DaemonError(f"--instance {cfg.instance!r}: use 1-32 of a-z 0-9 _ . - (starting with a letter or digit)")
         lock = lock_state_dir(cfg.state_dir)
+        try:  # before the backend is made: its cleanup would remove the other daemon's containers
+            instance_lock = lock_instance(cfg.instance_name, cfg.instance is not None, cfg.state_dir)
+        except DaemonError:
+            os.close(lock)
+            raise
         from extvisor.server.notify import Notifier, status_text
 
         notifier = Notifier.from_env()  # first: no runtime we start may inherit NOTIFY_SOCKET
@@ -213,6 +219,8 @@ class Daemon:
             sock.close()
             cfg.socket.unlink(missing_ok=True)
             await notifier.close()
+            if instance_lock is not None:
+                instance_lock.release()
             os.close(lock)
             log.info("daemon stopped")
 

@@ -1,4 +1,4 @@
-"""What the daemon holds on disk while it runs: the state directory's lock and the API socket."""
+"""What the daemon holds on disk while it runs: the state directory's and the instance's locks, the API socket."""
 
 from __future__ import annotations
 
@@ -29,6 +29,84 @@ def lock_state_dir(state_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+#: Where root's daemons lock their instance names. The name keys objects that are the host's, not
+#: a state directory's (the cgroup parent /extvisor/<instance>, containerd's namespace, podman's
+#: container names), and that last until reboot, as /run does; the kernel drops a lock with its
+#: holder, so a killed daemon leaves none.
+INSTANCE_LOCKS = Path("/run/extvisor/instances")
+
+
+def instance_lock_dir() -> Path | None:
+    """Root's ``/run/extvisor/instances``; another user's under ``$XDG_RUNTIME_DIR``; None without one."""
+    if os.geteuid() == 0:
+        return INSTANCE_LOCKS
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    return Path(runtime) / "extvisor" / "instances" if os.path.isabs(runtime) else None
+
+
+def lock_instance(instance: str, explicit: bool, state_dir: Path) -> InstanceLock | None:
+    """Hold the instance name while the daemon runs; a DaemonError if another daemon holds it."""
+    where = instance_lock_dir()
+    if where is None:
+        if explicit:
+            raise DaemonError(f"--instance {instance}: no runtime directory to lock it in; set XDG_RUNTIME_DIR")
+        return None  # a name derived from the state directory is kept by the state directory's lock
+    return InstanceLock.take(where, instance, state_dir, "--instance" if explicit else "derived from --state-dir")
+
+
+class InstanceLock:
+    """The instance name held by this daemon, as containerd holds a container id: a second daemon
+    with the same ``--instance`` would share the first one's cgroups and containers."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def take(cls, where: Path, instance: str, state_dir: Path, how: str) -> InstanceLock:
+        """Lock *instance* in *where*, or raise a DaemonError naming the daemon that holds it."""
+        _private_dir(where)
+        path = where / f"{instance}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode(errors="replace").splitlines() + ["?", "?"]
+                os.close(fd)
+                pid, state = holder[0] or "?", holder[1] or "?"
+                raise DaemonError(f"instance {instance} ({how}) is in use by another extvisor daemon (pid {pid}, "
+                                  f"state directory {state}); it would share that daemon's cgroups and containers: "
+                                  "give this one another --instance") from None
+            try:  # the last holder removes the file as it exits: the lock must be on the file that is there
+                here = os.stat(path, follow_symlinks=False)
+                mine = os.fstat(fd)
+                if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n{state_dir}\n".encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)  # while still held: no one locks a file that is going away
+        os.close(self._fd)
+
+
+def _private_dir(path: Path) -> None:
+    """Make *path* (0700); refuse one that is a symlink, another user's, or writable by others."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise DaemonError(f"cannot make {path} for the instance lock: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise DaemonError(f"{path} is not a directory of this user's that only it can write: "
+                          "refusing to keep the instance lock there")
 
 
 def bind_socket(path: Path) -> socket.socket:
