@@ -174,3 +174,20 @@ def test_instance_lock_names_its_holder_and_refuses_a_shared_directory(tmp_path:
     (tmp_path / "link").symlink_to(tmp_path / "locks")
     with pytest.raises(DaemonError, match="not a directory of this user's"):
         InstanceLock.take(tmp_path / "link", "one", Path("/var/lib/x"), "--instance")
+
+
+def test_only_an_explicit_instance_needs_its_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from extvisor.server import files
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setattr(files, "instance_lock_dir", lambda: shared)
+    # A derived name is kept by its state directory's lock already: an unusable place is no reason to stop.
+    assert files.lock_instance("s0123456789", False, tmp_path / "state") is None
+    with pytest.raises(DaemonError, match=f"{shared} is not a directory of this user's"):
+        files.lock_instance("mine", True, tmp_path / "state")
+    monkeypatch.setattr(files, "instance_lock_dir", lambda: None)  # another user, no $XDG_RUNTIME_DIR
+    assert files.lock_instance("s0123456789", False, tmp_path / "state") is None
+    with pytest.raises(DaemonError, match="--instance mine: no runtime directory to lock it in; set XDG_RUNTIME_DIR"):
+        files.lock_instance("mine", True, tmp_path / "state")

@@ -53,7 +53,12 @@ def lock_instance(instance: str, explicit: bool, state_dir: Path) -> InstanceLoc
         if explicit:
             raise DaemonError(f"--instance {instance}: no runtime directory to lock it in; set XDG_RUNTIME_DIR")
         return None  # a name derived from the state directory is kept by the state directory's lock
-    return InstanceLock.take(where, instance, state_dir, "--instance" if explicit else "derived from --state-dir")
+    try:
+        return InstanceLock.take(where, instance, state_dir, "--instance" if explicit else "derived from --state-dir")
+    except NoLockDir:
+        if explicit:
+            raise
+        return None  # as above: a derived name needs no lock to start (another user's $XDG_RUNTIME_DIR, say)
 
 
 class InstanceLock:
@@ -70,7 +75,10 @@ class InstanceLock:
         _private_dir(where)
         path = where / f"{instance}.lock"
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+            except OSError as exc:
+                raise DaemonError(f"cannot open the instance lock {path}: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -97,16 +105,20 @@ class InstanceLock:
         os.close(self._fd)
 
 
+class NoLockDir(DaemonError):
+    """The lock directory cannot be made, or is not this user's alone."""
+
+
 def _private_dir(path: Path) -> None:
     """Make *path* (0700); refuse one that is a symlink, another user's, or writable by others."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         st = os.lstat(path)
     except OSError as exc:
-        raise DaemonError(f"cannot make {path} for the instance lock: {exc.strerror or exc}") from None
+        raise NoLockDir(f"cannot make {path} for the instance lock: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise DaemonError(f"{path} is not a directory of this user's that only it can write: "
-                          "refusing to keep the instance lock there")
+        raise NoLockDir(f"{path} is not a directory of this user's that only it can write: "
+                        "refusing to keep the instance lock there")
 
 
 def bind_socket(path: Path) -> socket.socket:
