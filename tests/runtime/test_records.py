@@ -111,27 +111,39 @@ MALFORMED = [
 ]
 
 
+@pytest.fixture
+def warnings(monkeypatch):
+    """What the adoption logger says, whatever an earlier test did to logging (dictConfig disables loggers)."""
+    said: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = said.append  # type: ignore[method-assign]
+    logger = logging.getLogger("extvisor.adoption")
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    logger.addHandler(handler)
+    yield said
+    logger.removeHandler(handler)
+
+
 @pytest.mark.parametrize(("text", "what"), MALFORMED)
-def test_a_malformed_record_counts_as_missing(tmp_path, caplog, text: str, what: str) -> None:
+def test_a_malformed_record_counts_as_missing(tmp_path, warnings, text: str, what: str) -> None:
     path = record_path(tmp_path, "ext-a")
     path.parent.mkdir(parents=True)
     path.write_bytes(text.encode(errors="surrogateescape"))
-    with caplog.at_level(logging.WARNING, "extvisor.adoption"):
-        assert load(tmp_path, "ext-a") is None
-    assert len(caplog.records) == 1
-    said = caplog.records[0].getMessage()
+    assert load(tmp_path, "ext-a") is None
+    assert len(warnings) == 1
+    said = warnings[0].getMessage()
     assert said.startswith(f"{path}: malformed record, taken as missing: ") and what in said, said
 
 
-def test_a_sound_record_is_read_and_a_missing_one_is_quietly_none(tmp_path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, "extvisor.adoption"):
-        assert load(tmp_path, "ext-a") is None
-        path = record_path(tmp_path, "ext-a")
-        path.parent.mkdir(parents=True)
-        event = {"service": "ext-a", "state": "Running", "msg": "Started", "ts": 12.5}
-        path.write_text(json.dumps({"restarts": 3, "spec": "h1", "pid": 42, "events": [event], "later": "ignored"}))
-        record = load(tmp_path, "ext-a")
-    assert caplog.records == []
+def test_a_sound_record_is_read_and_a_missing_one_is_quietly_none(tmp_path, warnings) -> None:
+    assert load(tmp_path, "ext-a") is None
+    path = record_path(tmp_path, "ext-a")
+    path.parent.mkdir(parents=True)
+    event = {"service": "ext-a", "state": "Running", "msg": "Started", "ts": 12.5}
+    path.write_text(json.dumps({"restarts": 3, "spec": "h1", "pid": 42, "events": [event], "later": "ignored"}))
+    record = load(tmp_path, "ext-a")
+    assert warnings == []
     assert record is not None and (record.restarts, record.spec, record.pid) == (3, "h1", 42)
     assert [e.model_dump() for e in record.history()] == [event]
     assert all(type(e) is ServiceEvent for e in record.history())
