@@ -6,6 +6,7 @@ Real containers are covered by tests/test_daemon_runc.py and the backend contrac
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +18,9 @@ import extvisor_conditions
 from extvisor.documents.models import Dependency, Restart, ServiceSpec
 from extvisor.plugins import PluginManager
 from extvisor.state import State
+from extvisor.runtime import service as service_module
+from extvisor.runtime.adoption import spec_hash
+from extvisor.runtime.host import ServiceHost
 from extvisor.runtime.supervisor import Options, Supervisor, find_cycles
 
 
@@ -262,3 +266,40 @@ async def test_apply_replaces_a_spec_and_remove_forgets_a_service(make_sup, tmp_
     await sup.remove("ext-a")
     assert "ext-a" not in sup.services and "ext-a" not in sup.logs
     await sup.shutdown()
+
+
+async def test_a_service_runs_on_the_rootfs_it_was_added_with(make_sup, tmp_path: Path):
+    sup = make_sup()
+    own = tmp_path / "elsewhere" / "a"  # an extension's, say: not <rootfs-dir>/<name>
+    (own / "bin").mkdir(parents=True)
+    shutil.copy("/bin/sh", own / "bin" / "sh")
+    service = sup.add(spec("a", "sleep 30"), "ext", own)
+    assert service.rootfs == own
+    service.start()
+    await until(lambda: service.state is State.Running)
+    # What the launch gave back is on the service: the hash a later daemon adopts by.
+    assert service.launched_hash == spec_hash(sup.request_for(service.spec, own).oci)
+    assert service.launched_hash != spec_hash(sup.request_for(service.spec, tmp_path / "rootfs" / "a").oci)
+    # apply without a rootfs: the options' rule, <rootfs-dir>/<name>, which holds nothing here.
+    await sup.apply(spec("a", "sleep 30"), "file")
+    assert service.rootfs == tmp_path / "rootfs" / "a"
+    await until(lambda: service.state is State.Failed)
+    assert str(tmp_path / "rootfs" / "a") in service.history.last.msg
+    await sup.apply(spec("a", "sleep 30"), "ext", own)  # and back on its own
+    await until(lambda: service.state is State.Running)
+    await sup.shutdown()
+
+
+def test_the_options_rule_gives_a_rootfs_to_a_service_that_brings_none(tmp_path: Path):
+    options = Options(rootfs_dir=tmp_path, state_dir=tmp_path, log_dir=tmp_path)
+    assert options.rootfs_for("a") == tmp_path / "a"
+    options.rootfs_layout = lambda root, name: root / "rootfs" / name
+    assert options.rootfs_for("a") == tmp_path / "rootfs" / "a"
+
+
+def test_the_host_declares_all_a_service_uses_of_it():
+    text = Path(service_module.__file__).read_text()
+    used = set(re.findall(r"self\.sup\.(\w+)", text))
+    declared = set(ServiceHost.__annotations__) | {n for n in vars(ServiceHost) if not n.startswith("_")}
+    assert used and used <= declared, used - declared
+    assert "getattr(self.sup" not in text
