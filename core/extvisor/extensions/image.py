@@ -24,6 +24,7 @@ from .progress import Progress, ProgressFn, nothing
 from .refs import Ref
 from .semver import Version
 from .unpack import Layer, UnpackError, apply_layers
+from .verify import Policy, Verdict, VerifyError
 
 IMAGE_DIR = "image"
 
@@ -38,6 +39,7 @@ class Unpacked:
     media_type: str = ""
     check: CheckResult = field(default_factory=CheckResult)
     unpacked: bool = False  #: False when fetching or unpacking failed
+    verdict: Verdict | None = None  #: what the ImageVerificationConfig decided (None: no policy given)
 
     @property
     def problems(self) -> list[Finding]:
@@ -53,13 +55,22 @@ def _sha256_file(path: Path) -> str:
 
 
 def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = nothing, allow_setuid: bool = False,
-           cancel: threading.Event | None = None) -> Unpacked:  # fmt: skip
+           cancel: threading.Event | None = None, policy: Policy | None = None) -> Unpacked:  # fmt: skip
     """Fetch and unpack *ref* into ``work/image``; problems (not exceptions) for a bad image.
 
     Raises :class:`Cancelled` once *cancel* is set (skopeo is killed; *work* is the caller's).
+    With a *policy*, the image is verified first and, after a key check, fetched by the
+    verified digest; a refusal is a problem and nothing is fetched or unpacked.
     """
     target = work / IMAGE_DIR
     result = Unpacked(ref, target)
+    if policy is not None:
+        try:
+            result.verdict = policy.check(ref, options, work, progress)
+        except VerifyError as exc:
+            result.check.problems.append(Problem("", "error", str(exc)))
+            return result
+        ref = result.verdict.ref
     if ref.transport == "dir":
         result.path = Path(ref.path)
         result.unpacked = True
@@ -115,10 +126,10 @@ def check(unpacked: Unpacked, talos: Version, kinds: Mapping[str, ConditionKind]
 
 def validate(ref: Ref, options: FetchOptions, talos: Version, kinds: Mapping[str, ConditionKind],
              strict: bool = False, progress: ProgressFn = nothing, tmp: str | None = None,
-             allow_setuid: bool = False) -> Unpacked:  # fmt: skip
+             allow_setuid: bool = False, policy: Policy | None = None) -> Unpacked:  # fmt: skip
     """Fetch, unpack and check *ref* in a temporary directory, then delete it."""
     with tempfile.TemporaryDirectory(prefix="extvisor-validate-", dir=tmp) as work:
-        unpacked = unpack(ref, Path(work), options, progress, allow_setuid)
+        unpacked = unpack(ref, Path(work), options, progress, allow_setuid, policy=policy)
         return check(unpacked, talos, kinds, strict, progress, allow_setuid)
 
 

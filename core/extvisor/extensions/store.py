@@ -46,6 +46,7 @@ from .manifest import ALLOWED_PATHS, ROOTFS
 from .progress import Cancelled, Progress, ProgressFn, nothing
 from .refs import Ref
 from .semver import Version
+from .verify import Policy
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -78,6 +79,8 @@ class Installed:
     compatibility: str = ""
     warnings: list[str] = field(default_factory=list)
     id: str = ""  #: position in stacking order, as Talos's ExtensionStatus IDs ("0", "1"...)
+    verified: str = "none"  #: ``key <fingerprint>``, ``skip`` or ``none`` (extensions/verify.py)
+    verified_rule: str = ""  #: the ImageVerificationConfig rule that decided
 
     @property
     def rootfs(self) -> Path:
@@ -91,7 +94,7 @@ class Installed:
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("id", "name", "version", "author", "description", "digest", "ref", "services", "arch",
-                "media_type", "compatibility", "installed_at", "warnings")  # fmt: skip
+                "media_type", "compatibility", "installed_at", "warnings", "verified", "verified_rule")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
 
@@ -247,19 +250,21 @@ class Store:
         progress: ProgressFn = nothing,
         allow_setuid: bool = False,
         cancel: threading.Event | None = None,
+        policy: Policy | None = None,
     ) -> tuple[Installed, Installed | None]:
         """Install *ref*, or upgrade the extension of the same name. Returns (new, old).
 
         *taken* maps service names loaded from elsewhere (``--config-dir``) to their source;
         a clash refuses the image. The old tree stays on disk until :meth:`collect`. Setting
-        *cancel* stops the install (:class:`Cancelled`) and deletes its staging directory.
+        *cancel* stops the install (:class:`Cancelled`) and deletes its staging directory. With a
+        *policy* (the node's ImageVerificationConfig) the image is verified before it is fetched.
         """
         with self.locked():
             token = uuid.uuid4().hex[:16]
             work = self.staging / token
             work.mkdir()
             try:
-                unpacked = image.unpack(ref, work, options, progress, allow_setuid, cancel)
+                unpacked = image.unpack(ref, work, options, progress, allow_setuid, cancel, policy)
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(f"{ref.given}: cancelled")
                 unpacked = image.check(unpacked, talos, kinds, strict, progress, allow_setuid)
@@ -285,6 +290,7 @@ class Store:
                     "services": [s.id for s in unpacked.check.services], "seq": seq, "installed_at": time.time(),
                     "arch": options.arch, "media_type": unpacked.media_type,
                     "compatibility": manifest.talos_constraint, "warnings": [str(p) for p in problems],
+                    **_verdict(unpacked),
                 }  # fmt: skip
                 (work / "record.json").write_text(json.dumps(record, indent=2))
                 (work / "files.json").write_text(json.dumps(unpacked.check.files))
@@ -381,6 +387,11 @@ def _is_file(rootfs: Path, path: str) -> bool:
     """Whether *path* is a non-directory in *rootfs*, reached without following a symlink."""
     st = _lstat(rootfs, tuple(p for p in path.split("/") if p))
     return st is not None and not stat.S_ISDIR(st.st_mode)
+
+
+def _verdict(unpacked: image.Unpacked) -> dict[str, str]:
+    verdict = unpacked.verdict
+    return {"verified": verdict.verified, "verified_rule": verdict.rule} if verdict else {"verified": "none"}
 
 
 def _ignored(path: str) -> bool:
