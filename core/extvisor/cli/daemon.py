@@ -11,7 +11,8 @@ import click
 from extvisor.server.daemon import DaemonConfig, main_async, setup_logging
 from extvisor.server.extensions import ExtensionSettings
 
-EXTENSION_OPTIONS = {"authfile", "cert_dir", "talos_version", "arch", "allow_setuid", "image_pull_progress_timeout"}
+EXTENSION_OPTIONS = {"authfile", "cert_dir", "talos_version", "arch", "allow_setuid", "image_pull_progress_timeout",
+                     "require_signatures"}
 
 
 def _backend_options() -> list[click.Option]:
@@ -72,7 +73,8 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
 def extension_settings(kw: dict) -> ExtensionSettings:  # type: ignore[type-arg]
     absolute = {k: str(Path(kw[k]).absolute()) if kw.get(k) else None for k in ("authfile", "cert_dir")}
     return ExtensionSettings(**absolute, talos_version=kw["talos_version"], arch=kw["arch"] or "",
-                             allow_setuid=kw["allow_setuid"], stall_timeout=kw["image_pull_progress_timeout"])  # fmt: skip
+                             allow_setuid=kw["allow_setuid"], stall_timeout=kw["image_pull_progress_timeout"],
+                             require_signatures=bool(kw.get("require_signatures")))  # fmt: skip
 
 
 def extension_options() -> list[click.Option]:
@@ -93,6 +95,8 @@ def extension_options() -> list[click.Option]:
                                              "(containerd's image_pull_progress_timeout); 0: never."),
         click.Option(["--allow-setuid"], is_flag=True,
                      help="Install setuid and setgid files of extension images (refused otherwise)."),
+        click.Option(["--require-signatures"], is_flag=True,
+                     help="Refuse an extension image no rule of the ImageVerificationConfig matches."),
     ]  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def _dev(**kw) -> None:  # type: ignore[no-untyped-def]
 
     known = {"project", "backend", "service_config_dir", "host_service", "strict", "restart_delay",
              "restart_max_delay", "stop_timeout", "color", "extension", "authfile", "cert_dir", "talos_version", "arch", "allow_setuid",
-             "image_pull_progress_timeout"}  # fmt: skip
+             "image_pull_progress_timeout", "require_signatures"}  # fmt: skip
     backend_options = {k: v for k, v in kw.items() if k not in known and v is not None}
     project: Path = kw["project"].resolve()
     config = dev_config(

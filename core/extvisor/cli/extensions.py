@@ -38,10 +38,11 @@ def _short(digest: str) -> str:
 def _table(items: list[dict[str, Any]], remote: bool = False) -> str:
     from extvisor.client.format import table
 
-    head = ["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "SERVICES"]
+    head = ["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "VERIFIED", "SERVICES"]
     rows = [["NODE", *head] if remote else head]
     for i in items:
-        row = [i["id"], i["name"], i["version"], i["author"], _short(i["digest"]), ",".join(i["services"]) or "-"]
+        row = [i["id"], i["name"], i["version"], i["author"], _short(i["digest"]), i.get("verified", "none"),
+               ",".join(i["services"]) or "-"]  # fmt: skip
         rows.append([i["node"], *row] if remote else row)
     return table(rows)
 
@@ -53,7 +54,7 @@ def _table(items: list[dict[str, Any]], remote: bool = False) -> str:
 @click.pass_context
 def extensions(ctx: click.Context, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
                context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
-    """With no subcommand: list the installed extensions (ID NAME VERSION AUTHOR DIGEST SERVICES)."""
+    """With no subcommand: list the installed extensions (ID NAME VERSION AUTHOR DIGEST VERIFIED SERVICES)."""
     ctx.ensure_object(dict).update(socket=socket_path, nodes=nodes, endpoints=endpoints, context=context,
                                    config_file=config_file)  # fmt: skip
     if ctx.invoked_subcommand is not None:
@@ -186,9 +187,13 @@ def remove(ctx: click.Context, names: tuple[str, ...], socket_path: str | None, 
 @click.option("--allow-setuid", is_flag=True, help="Accept setuid and setgid files (as install --allow-setuid).")
 @click.option("--image-pull-progress-timeout", "stall", type=click.FloatRange(min=0), default=300.0, show_default=True,
               metavar="SECONDS", help="Stop fetching when nothing arrived for this long; 0: never.")
+@click.option("--image-verification", "verification", default=None, type=click.Path(dir_okay=False, exists=True),
+              metavar="FILE", help="Verify the image against the ImageVerificationConfig in FILE, as a daemon would.")
+@click.option("--require-signatures", is_flag=True, help="As the daemon's flag: refuse an image no rule matches.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir: str | None, arch: str | None,
-             strict: bool, allow_setuid: bool, stall: float, output: str) -> None:  # fmt: skip
+             strict: bool, allow_setuid: bool, stall: float, verification: str | None, require_signatures: bool,
+             output: str) -> None:  # fmt: skip
     """Check an image, or an unpacked DIR (manifest.yaml + rootfs/), as install would; no daemon.
 
     Each problem is one line with its path in the image (FILE:LINE:COL in a service file);
@@ -206,7 +211,8 @@ def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir
     except (RefError, ExtensionError) as exc:
         raise click.ClickException(str(exc)) from None
     options = FetchOptions(arch=arch or host_arch(), authfile=authfile, cert_dir=cert_dir, stall_timeout=stall)
-    result = image.validate(parsed, options, talos, default_kinds(), strict, allow_setuid=allow_setuid)
+    policy = _policy(verification, require_signatures)
+    result = image.validate(parsed, options, talos, default_kinds(), strict, allow_setuid=allow_setuid, policy=policy)
     ok = result.unpacked and result.check.manifest is not None and result.check.ok(strict)
     manifest = result.check.manifest
     if output == "json":
@@ -215,16 +221,60 @@ def validate(ref: str, talos_version: str | None, authfile: str | None, cert_dir
             "manifest": manifest.metadata() if manifest else None,
             "services": [s.id for s in result.check.services],
             "problems": [p.as_dict() | {"path": p.file} for p in result.problems],  # "path": 0.2's key
+            **({"verified": result.verdict.verified, "verified_rule": result.verdict.rule} if result.verdict else {}),
         }, indent=2))  # fmt: skip
     else:
         for p in result.problems:
             click.echo(str(p))
+        if result.verdict is not None:
+            click.echo(f"{ref}: image verification: {result.verdict.rule}: {result.verdict.verified}")
         if ok and manifest is not None:
             services = ", ".join(s.id for s in result.check.services) or "no service"
             click.echo(f"{ref}: {manifest.name} {manifest.ext_version} is valid for Talos {talos} ({services})")
         else:
             click.echo(f"{ref}: refused", err=True)
     sys.exit(0 if ok else 1)
+
+
+def _policy(path: str | None, require: bool):  # type: ignore[no-untyped-def]
+    """The Policy of ``--image-verification FILE`` (None without it nor ``--require-signatures``)."""
+    from extvisor.documents.imageverify import load_image_verification
+    from extvisor.extensions.verify import Policy
+
+    if path is None:
+        return Policy(None, True) if require else None
+    document, findings = load_image_verification(path)
+    if document is None:
+        for f in findings:
+            click.echo(str(f), err=True)
+        raise click.ClickException(f"{path}: no usable ImageVerificationConfig")
+    return Policy(document, require)
+
+
+@extensions.command("sign")
+@click.argument("ref", metavar="docker://REF")
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="cosign.key (password from EXTVISOR_SIGNING_PASSWORD; empty when unset).")
+@click.option("--authfile", default=None, type=click.Path(dir_okay=False), help="Registry credentials (containers-auth.json).")
+@click.option("--cert-dir", default=None, type=click.Path(file_okay=False), help="CA and client certificates for the registry.")
+def sign(ref: str, key_path: str, authfile: str | None, cert_dir: str | None) -> None:
+    """Push a cosign signature of the image's digest (tag sha256-<hex>.sig in its repository).
+
+    The digest is the one REF resolves to now (an index for a multi-platform image); signatures
+    already there are kept.
+    """
+    from pathlib import Path
+
+    from extvisor.extensions import FetchOptions, RefError, parse_ref
+    from extvisor.extensions.sign import SignError, load_private_key, sign as do_sign
+
+    try:
+        parsed = parse_ref(ref)
+        key = load_private_key(Path(key_path).read_bytes(), os.environ.get("EXTVISOR_SIGNING_PASSWORD", "").encode())
+        digest, target = do_sign(parsed, key, FetchOptions(authfile=authfile, cert_dir=cert_dir))
+    except (RefError, SignError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"signed {ref} ({digest}): {target}")
 
 
 def _add_build() -> None:

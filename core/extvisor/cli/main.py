@@ -47,7 +47,7 @@ SUMMARIES = {
     "extensions": "List, install, remove, validate and build Talos system extension images.",
     "stats": "CPU, memory and processes of every service, like talosctl stats.",
     "processes": "The processes of one service or all of them, like talosctl processes.",
-    "gen": "Make a CA and server certificates for remote access, as talosctl gen does.",
+    "gen": "Make a CA and server certificates for remote access (as talosctl gen does), or a signing key.",
     "config": "Client configurations and their contexts, as talosctl config does.",
 }
 

@@ -39,7 +39,24 @@ def _certs():  # type: ignore[no-untyped-def]
 
 @click.group()
 def gen() -> None:
-    """Make a CA and server certificates for nodes' --listen (client ones: `config new`)."""
+    """Make a CA and server certificates for nodes' --listen (client ones: `config new`), or a signing key."""
+
+
+@gen.command("signing-key")
+@click.option("--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where cosign.key and cosign.pub are written.")
+def gen_signing_key(output_dir: str) -> None:
+    """Write cosign.key (cosign's encrypted format; password from EXTVISOR_SIGNING_PASSWORD, empty
+    when unset) and cosign.pub, for `extensions sign` and ImageVerificationConfig publicKey rules."""
+    import os
+
+    from extvisor.extensions.sign import SignError, write_key_pair
+
+    try:
+        private, public = write_key_pair(Path(output_dir), os.environ.get("EXTVISOR_SIGNING_PASSWORD", "").encode())
+    except (SignError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {private} and {public}")
 
 
 @gen.command("ca")

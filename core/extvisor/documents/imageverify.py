@@ -108,6 +108,14 @@ def _bool(value: object) -> bool | None:
     return None
 
 
+def _has_tag(pattern: str) -> bool:
+    """``repo:tag`` in the last component; ``host:5000`` alone is a registry with its port."""
+    last = pattern.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return False
+    return "/" in pattern or not last.split(":", 1)[1].isdigit()
+
+
 def _document(doc: Document, filename: str) -> tuple[ImageVerification | None, list[Finding]]:
     findings: list[Finding] = []
     data = doc.data
@@ -142,7 +150,7 @@ def _document(doc: Document, filename: str) -> tuple[ImageVerification | None, l
         if not isinstance(image, str) or not image.strip():
             err((*path, "image"), "image is required: a glob on registry/repository, e.g. registry.example.com/extensions/*")
             image = ""
-        elif "@" in image or (":" in image.rsplit("/", 1)[-1] and "/" in image):
+        elif "@" in image or _has_tag(image):
             err((*path, "image"), f"image {_describe(image)} must not hold a tag or digest: it matches registry/repository")
         if "keyless" in raw:
             err((*path, "keyless"), KEYLESS, at_key=True)
@@ -183,16 +191,20 @@ def verification_documents(parsed: Parsed, filename: str) -> tuple[list[ImageVer
     """Every ImageVerificationConfig of a stream, the findings, and whether the stream held one."""
     docs: list[ImageVerification] = []
     findings: list[Finding] = []
-    held = False
+    held: Document | None = None
     for doc in parsed.documents:
         if not isinstance(doc.data, dict) or doc.data.get("kind") != KIND:
             continue
-        held = True
+        if held is not None:
+            findings.append(_finding(filename, doc.start, "error", "", f"a second {KIND} document (the first is at "
+                                                                       f"line {held.start[0]}): a node takes at most one"))  # fmt: skip
+            continue
+        held = doc
         found, problems = _document(doc, filename)
         findings += problems
         if found is not None and not problems:
             docs.append(found)
-    return docs, findings, held
+    return docs, findings, held is not None
 
 
 def one_per_node(docs: list[ImageVerification]) -> list[Finding]:
@@ -216,7 +228,6 @@ def read_machine_config(data: bytes | str, filename: str) -> MachineConfig:
     parsed = parse(data, filename)
     configs, findings = _configs(parsed, filename)
     docs, more, held = verification_documents(parsed, filename)
-    more += one_per_node(docs)
     return MachineConfig(configs, docs, _finish(findings + more, False), held)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from extvisor.documents.findings import Finding
 from extvisor.documents.configdocs import _configs, is_config_stream
+from extvisor.documents.imageverify import KIND, verification_documents
 from extvisor.documents.files import read_file, yaml_files
 from extvisor.documents.loader import Kinds, _service  # the loader's own reading: one reading of a file, two uses
 from extvisor.documents.report import CONFIG_KIND, NO_CONFIG, NO_FILE, NO_YAML, _errors, _finding, _finish
@@ -30,6 +31,7 @@ class FileResult:
     findings: list[Finding] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     name_pos: Pos = (0, 0)  #: where a service's ``name`` is, for a duplicate report
+    verification_at: Pos = (0, 0)  #: where its ImageVerificationConfig is (a node takes one)
 
     @property
     def ok(self) -> bool:
@@ -46,10 +48,13 @@ def validate_file(path: Path, kinds: Kinds, strict: bool = False) -> FileResult:
     parsed = parse(data, str(path))
     if is_config_stream(parsed):
         configs, findings = _configs(parsed, str(path))
-        ours = any(isinstance(d.data, dict) and d.data.get("kind") == CONFIG_KIND for d in parsed.documents)
+        verifications, more, held = verification_documents(parsed, str(path))
+        findings = findings + more
+        ours = held or any(isinstance(d.data, dict) and d.data.get("kind") == CONFIG_KIND for d in parsed.documents)
         if not findings and not ours:
             findings = [_finding(str(path), (1, 1), "warning", "", NO_CONFIG)]
-        return FileResult(str(path), "config", _finish(findings, strict), [c.name for c in configs])
+        at = next(((d.start[0], 1) for d in parsed.documents if isinstance(d.data, dict) and d.data.get("kind") == KIND), (0, 0))
+        return FileResult(str(path), "config", _finish(findings, strict), [c.name for c in configs], verification_at=at)
     kind = "service" if parsed.documents else "unknown"
     loaded, doc = _service(parsed, str(path), kinds, strict)
     names = [loaded.spec.name] if loaded.spec else []
@@ -79,6 +84,11 @@ def validate_files(paths: Iterable[str | os.PathLike[str]], kinds: Kinds, strict
             group[id(results[-1])] = ""
         else:
             results.append(FileResult(str(path), "unknown", [_finding(str(path), (0, 0), "error", "", NO_FILE)]))
+    verifying = [r for r in results if r.verification_at != (0, 0)]
+    for result in verifying[1:]:  # the files given are one node's documents
+        message = (f"a second ImageVerificationConfig document (the first is at {verifying[0].file}:"
+                   f"{verifying[0].verification_at[0]}): a node takes at most one")  # fmt: skip
+        result.findings.append(_finding(result.file, result.verification_at, "error", "", message))
     first: dict[str, FileResult] = {}
     for result in results:
         if result.kind != "service" or not result.names:

@@ -49,7 +49,7 @@ def _secretbox():  # type: ignore[no-untyped-def]
     try:
         import nacl.secret
     except ImportError:
-        raise SignError("cosign.key files need PyNaCl (NaCl secretbox): pip install 'extvisor[signing]'") from None
+        raise SignError("cosign.key files need PyNaCl (NaCl secretbox): pip install 'extvisor[extensions]'") from None
     return nacl.secret.SecretBox
 
 

@@ -5,6 +5,11 @@ whose name matches, each ``configFiles`` entry is written under the state direct
 bind-mounted read-only at its ``mountPath``; its ``environment`` follows the spec's own.
 A document added, changed or removed restarts that service, as in Talos. A broken file is
 reported and changes nothing: the documents it held before stay in force.
+
+The same files may hold the node's one ``ImageVerificationConfig`` (documents/imageverify.py),
+which extension installs are checked against. A broken one is not kept from before: it makes
+every install refused until it is fixed (a policy that cannot be read must not open the door),
+and so do two of them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from extvisor.runtime.envfile import parse_env_file
 from extvisor.documents.findings import Finding
+from extvisor.documents.imageverify import ImageVerification, one_per_node
 from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
 
 log = logging.getLogger("extvisor.configs")
@@ -33,6 +39,9 @@ class ConfigStore:
         self._signature: dict[str, tuple[int, int, int]] = {}
         self.findings: list[Finding] = []
         self._changed = asyncio.Event()
+        self.verification: ImageVerification | None = None  #: the node's ImageVerificationConfig
+        self.verification_errors: list[Finding] = []  #: why it cannot be used (installs are refused)
+        self._pending: set[str] = set()
 
     # ConfigView, for conditions
     def get(self, name: str) -> ExtensionServiceConfig | None:
@@ -58,7 +67,7 @@ class ConfigStore:
 
     def reload(self) -> set[str]:
         """Re-read changed files; return the names of services whose document changed."""
-        from extvisor.documents.loader import load_config_documents
+        from extvisor.documents.imageverify import load_machine_config
 
         signature = self._scan()
         if signature == self._signature:
@@ -66,16 +75,28 @@ class ConfigStore:
         self._signature = signature
         by_file = {k: v for k, v in self._by_file.items() if k in signature}
         self.findings = []
+        verify_errors: list[Finding] = []
+        verify_by_file: dict[str, list[ImageVerification]] = {}
         for name in signature:
             path = self.config_dir / name  # type: ignore[operator]
-            docs, findings = load_config_documents(path)
+            read = load_machine_config(path)
+            docs, findings = read.configs, read.findings
             errors = [f for f in findings if f.severity == "error"]
             self.findings.extend(findings)
             for f in findings:
                 log.warning("%s", f)
+            if errors and read.holds_verification:
+                verify_errors += errors
+            verify_by_file[name] = read.verifications
             if errors:
                 continue  # keep what this file held before
             by_file[name] = {d.name: d for d in docs}
+        verifications = [v for fname in sorted(verify_by_file) for v in verify_by_file[fname]]
+        verify_errors += one_per_node(verifications) if len(verifications) > 1 else []
+        for f in one_per_node(verifications):
+            log.error("%s", f)
+        self.verification = verifications[0] if len(verifications) == 1 else None
+        self.verification_errors = verify_errors
         merged: dict[str, ExtensionServiceConfig] = {}
         for fname in sorted(by_file):
             for doc_name, doc in by_file[fname].items():
@@ -90,12 +111,18 @@ class ConfigStore:
             self._changed = asyncio.Event()
         return changed
 
+    def refresh(self) -> None:
+        """Read changes now (an install must see the current ImageVerificationConfig); the
+        watcher still reports the services whose document changed."""
+        self._pending |= self.reload()
+
     async def watch(self, on_change: Callable[[set[str]], Awaitable[Any]], interval: float = 1.0) -> None:
         """Re-read the directory each *interval* (a few stat calls) and report changed names."""
         while True:
             await asyncio.sleep(interval)
             try:
-                changed = self.reload()
+                changed = self.reload() | self._pending
+                self._pending = set()
             except Exception:
                 log.exception("reading service configs failed")
                 continue

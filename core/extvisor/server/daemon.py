@@ -168,7 +168,7 @@ class Daemon:
                 sup.add(item.spec, item.source)  # type: ignore[arg-type]
             except Exception as exc:
                 log.error("%s: cannot set up the service from %s: %s", item.spec.id, item.source, exc)  # type: ignore[union-attr]
-        self.extensions = Extensions(cfg.state_dir, cfg.extensions, kinds, cfg.strict)
+        self.extensions = Extensions(cfg.state_dir, cfg.extensions, kinds, cfg.strict, configs)
         try:
             await self.extensions.attach(sup)
         except InstallError as exc:

@@ -8,6 +8,10 @@ logged). An install or upgrade while running applies only that extension's servi
 stop); a removal stops them, then deletes the files. Mount sources under Talos's extension
 prefixes that an installed extension provides point into the merged extension tree
 (``<state-dir>/extensions/merged``), as ``/usr/local`` is on a node.
+
+Every install is checked first against this node's ImageVerificationConfig (read with the
+ExtensionServiceConfig documents of ``--service-config-dir``, re-read at each install) and
+``--require-signatures``; the deciding rule is logged and becomes an event of each service.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from extvisor.extensions.manifest import TALOS_VERSION, talos_version
 from extvisor.extensions.fetch import STALL_TIMEOUT
 from extvisor.extensions.progress import Cancelled
 from extvisor.extensions.store import Installed, InstallError, Store, StoreError
+from extvisor.extensions.verify import Policy
 from extvisor.records import ConditionKind
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.documents.findings import Finding
 from extvisor.documents.loader import load_service_file
 from extvisor.documents.models import ServiceSpec
 from extvisor.server.files import DaemonError
+from extvisor.state import ServiceEvent
 
 log = logging.getLogger("extvisor.extensions")
 SOURCE = "extension:"
@@ -48,6 +54,7 @@ class ExtensionSettings:
     install: list[str] = field(default_factory=list)  #: refs installed at start (``extvisor dev --extension``)
     allow_setuid: bool = False  #: install setuid and setgid files (refused otherwise)
     stall_timeout: float = STALL_TIMEOUT  #: a fetch with no progress for this long is stopped
+    require_signatures: bool = False  #: an image no ImageVerificationConfig rule matches is refused
 
 
 def source_of(name: str, path: str) -> str:
@@ -56,7 +63,9 @@ def source_of(name: str, path: str) -> str:
 
 
 class Extensions:
-    def __init__(self, state_dir: Path, settings: ExtensionSettings, kinds: Mapping[str, ConditionKind], strict: bool):
+    def __init__(self, state_dir: Path, settings: ExtensionSettings, kinds: Mapping[str, ConditionKind], strict: bool,
+                 configs: Any = None):  # fmt: skip
+        self.configs = configs  #: the ConfigStore holding the ImageVerificationConfig (None: no document)
         self.store = Store(state_dir / "extensions")
         self.settings = settings
         self.options = FetchOptions(arch=settings.arch or host_arch(), authfile=settings.authfile, cert_dir=settings.cert_dir,
@@ -94,6 +103,25 @@ class Extensions:
                 m.options = [o for o in (m.options or []) if o != "rw"] + ([] if "ro" in (m.options or []) else ["ro"])
         return spec
 
+    def policy(self) -> Policy:
+        """This node's verification policy, as its documents say right now."""
+        if self.configs is None:
+            return Policy(None, self.settings.require_signatures)
+        self.configs.refresh()
+        return Policy(self.configs.verification, self.settings.require_signatures, self.configs.verification_errors)
+
+    def _announce(self, record: Installed) -> None:
+        """The daemon log and an event of each of its services name the rule that decided."""
+        why = f"{record.verified_rule or 'no rule matched'}: {record.verified}"
+        log.info("extension %s %s (%s): image verification: %s", record.name, record.version, record.digest, why)
+        for sid in record.services:
+            service = self.sup.services.get(sid) if self.sup else None
+            if service is not None:
+                event = ServiceEvent(service=sid, state=service.state,
+                                     msg=f"extension {record.name} {record.version} installed; image verification: {why}")  # fmt: skip
+                service.history.push(event)
+                self.sup.publish(event)  # type: ignore[union-attr]
+
     # -- at start ----------------------------------------------------------------------------
 
     async def attach(self, sup: Supervisor) -> None:
@@ -112,7 +140,10 @@ class Extensions:
             except RefError as exc:
                 raise InstallError(ref, [Finding.at_path("", "error", str(exc))]) from None
             record, _ = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
-                                                self.strict, taken, _log_progress, self.settings.allow_setuid)  # fmt: skip
+                                                self.strict, taken, _log_progress, self.settings.allow_setuid,
+                                                policy=self.policy())  # fmt: skip
+            log.info("extension %s: image verification: %s: %s", record.name, record.verified_rule or "no rule matched",
+                     record.verified)  # fmt: skip
             for warning in record.warnings:
                 log.warning("%s: %s", record.name, warning)
             await asyncio.to_thread(self.store.collect)
@@ -156,10 +187,22 @@ class Extensions:
             self.busy = f"another install of {ref}"
             parsed = parse_ref(ref).absolute(cwd or "/")
             taken = {s.spec.name: s.source for s in sup.services.values() if not s.source.startswith(SOURCE)}
-            record, old = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
-                                                  strict or self.strict, taken, progress,
-                                                  allow_setuid or self.settings.allow_setuid, cancel)  # fmt: skip
+            policy = self.policy()
+
+            def logged(p: Progress) -> None:
+                if p.stage == "verify" and "rule" in p.message:
+                    log.info("%s", p)
+                progress(p)
+
+            try:
+                record, old = await asyncio.to_thread(self.store.install, parsed, self.options, self.talos, self.kinds,
+                                                      strict or self.strict, taken, logged,
+                                                      allow_setuid or self.settings.allow_setuid, cancel, policy)  # fmt: skip
+            except InstallError as exc:
+                log.warning("extension %s refused: %s", ref, "; ".join(str(p) for p in exc.problems if p.severity == "error"))
+                raise
             await self._apply(record, old)
+            self._announce(record)
             await asyncio.to_thread(self.store.collect)
             log.info("extension %s %s installed from %s (%s)", record.name, record.version, ref, record.digest)
             return record
