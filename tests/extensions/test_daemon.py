@@ -64,7 +64,7 @@ def test_install_upgrade_remove_beside_other_services(daemon, registry, pusher, 
     d.wait(lambda: "mount.nfs from the image 2.7.1" in log_of(d, "ext-rpcbind"), what="merged /usr/local/sbin mounted")
 
     table = d.cli("extensions").stdout.splitlines()
-    assert table[0].split() == ["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "SERVICES"]
+    assert table[0].split() == ["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "VERIFIED", "SERVICES"]
     assert table[1].split()[:3] == ["0", "nfs-utils", "2.7.1"] and table[1].split()[-1] == "ext-rpc-statd,ext-rpcbind"
     [item] = json.loads(d.cli("extensions", "-o", "json").stdout)
     assert {k: item[k] for k in ("id", "name", "version", "ref")} == {"id": "0", "name": "nfs-utils", "version": "2.7.1", "ref": ref}
