@@ -70,9 +70,14 @@ def decrypt_cosign_key(pem: bytes, password: bytes):  # type: ignore[no-untyped-
     return load_der_private_key(der, None)
 
 
-def push_signature(pusher, repo: str, digest: str, key: Key, identity: str, at: str | None = None) -> str:  # type: ignore[no-untyped-def]
-    """Push a signature of *digest* naming repository *identity*, tagged for digest *at* (default: the same)."""
+def push_signature(pusher, repo: str, digest: str, key: Key, identity: str, at: str | None = None,  # type: ignore[no-untyped-def]
+                   optional: dict | None = None) -> str:
+    """Push a signature of *digest* naming repository *identity*, tagged for digest *at* (default: the same).
+
+    *optional* fills the payload's ``optional`` (``cosign sign -a KEY=VALUE``)."""
     payload = (PAYLOAD % (identity, digest)).encode()
+    if optional is not None:
+        payload = payload.replace(b'"optional":null', b'"optional":' + json.dumps(optional).encode())
     config = json.dumps({"architecture": "", "os": "", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [digest_of(payload)]}}).encode()  # fmt: skip
     manifest = json.dumps({

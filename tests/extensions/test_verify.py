@@ -61,6 +61,14 @@ class Fixture:
         cf.push_signature(pusher, repo("moved"), self.digest, self.a, f"{self.host}/trust/moved", at=self.other)
         self.index, self.platforms = pusher.index(repo("multi"), "1", [hello(arch="amd64"), hello(arch="arm64")])
         cf.push_signature(pusher, repo("multi"), self.index, self.a, f"{self.host}/trust/multi")
+        # cosign sign --recursive: the platform's manifest signed on its own, the index not
+        self.recursive_index, self.recursive = pusher.index(repo("recursive"), "1", [hello(arch="amd64", version="1.0.2"),
+                                                                                     hello(arch="arm64", version="1.0.2")])  # fmt: skip
+        cf.push_signature(pusher, repo("recursive"), self.recursive["amd64"], self.a, f"{self.host}/trust/recursive")
+        # annotations in the payload (cosign sign -a): not cosign's bare bytes, so read from the registry
+        self.annotated = pusher.image(repo("annotated"), "1", hello("1.0.3"))
+        cf.push_signature(pusher, repo("annotated"), self.annotated, self.a, f"{self.host}/trust/annotated",
+                          optional={"built-by": "ci"})  # fmt: skip
 
     def ref(self, name: str, tag: str = "1") -> str:
         return self.registry.ref(f"trust/{name}", tag)
@@ -151,6 +159,26 @@ def test_index_signed_at_its_digest(images, store, reg_options, talos, kinds):
     policy = Policy(document(key_rule(f"{images.host}/trust/multi", images.a)))
     record, _ = store.install(parse_ref(images.ref("multi")), reg_options, talos, kinds, policy=policy)
     assert record.digest == images.platforms["amd64"] and record.verified.startswith("key ")
+
+
+@pytest.mark.parametrize("name", ["recursive", "annotated"])
+def test_platform_signature_and_annotated_payload(images, store, reg_options, talos, kinds, name):
+    policy = Policy(document(key_rule(f"{images.host}/trust/*", images.a)))
+    record, _ = store.install(parse_ref(images.ref(name)), reg_options, talos, kinds, policy=policy)
+    assert record.verified.startswith("key ")
+    assert record.digest == (images.recursive["amd64"] if name == "recursive" else images.annotated)
+
+
+def test_pinned_digests(images, store, reg_options, talos, kinds):
+    policy = Policy(document(key_rule(f"{images.host}/trust/*", images.a)))
+    for name, digest, installed in [("signed", images.digest, images.digest), ("multi", images.index, images.platforms["amd64"]),
+                                    ("recursive", images.recursive["amd64"], images.recursive["amd64"]),
+                                    ("recursive", images.recursive_index, images.recursive["amd64"])]:  # fmt: skip
+        ref = images.registry.ref(f"trust/{name}", "1").rsplit(":", 1)[0] + "@" + digest
+        record, _ = store.install(parse_ref(ref), reg_options, talos, kinds, policy=policy)
+        assert record.digest == installed and record.verified.startswith("key ")
+    message = refused(store, images, "unsigned", policy, reg_options, talos, kinds)
+    assert "not signed" in message
 
 
 def test_a_broken_document_refuses_every_install(images, store, reg_options, talos, kinds):

@@ -152,16 +152,52 @@ def signature_tag(digest: str) -> str:
     return digest.replace(":", "-") + ".sig"
 
 
+def canonical_payloads(repo: str, target: str, digest: str) -> dict[str, bytes]:
+    """The payloads cosign writes for *digest* (Go's encoding/json of its simple-signing struct),
+    by their sha256: a layer whose digest is one of these needs no download."""
+    names = {repo, repo_of_target(target)}
+    if repo.startswith("docker.io/"):
+        names.add("index." + repo)  # cosign names Docker Hub's repositories index.docker.io/...
+    out = {}
+    for name in names:
+        body = {"critical": {"identity": {"docker-reference": name}, "image": {"docker-manifest-digest": digest},
+                             "type": PAYLOAD_TYPE}, "optional": None}  # fmt: skip
+        data = json.dumps(body, separators=(",", ":")).encode()
+        out["sha256:" + hashlib.sha256(data).hexdigest()] = data
+    return out
+
+
 def fetch_signatures(repo: str, digest: str, ref: Ref, options: FetchOptions, work: Path) -> list[tuple[bytes, str]] | None:
-    """The (payload, base64 signature) of each cosign signature of *digest*; None when there is none."""
-    dest = Path(tempfile.mkdtemp(prefix="sig-", dir=work))
+    """The (payload, base64 signature) of each cosign signature of *digest*; None when there is none.
+
+    One ``skopeo inspect --raw`` of the signature manifest; the payloads are known by their
+    digest when they are cosign's own bytes for this image, else the image is copied (one more
+    skopeo call) to read them.
+    """
     source = f"docker://{repo}:{signature_tag(digest)}"
-    cmd = [*_global(options, work), "copy", "--quiet", *_access(options, "src-"), source, f"dir:{dest}"]
-    out = _run(cmd, ref, options)
+    out = _run([*_global(options, work), "inspect", "--raw", *_access(options), source], ref, options)
     if out.returncode != 0:
         text = out.stderr.decode(errors="replace")
         if "manifest unknown" in text or "not found" in text.lower():
             return None
+        raise VerifyError(f"{ref}: cannot read its signatures ({source}): {_skopeo_message(text, ref, options.arch)}")
+    try:
+        layers = [layer for layer in json.loads(out.stdout).get("layers") or []
+                  if layer.get("mediaType") == SIMPLESIGNING and (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)]  # fmt: skip
+    except (ValueError, AttributeError):
+        raise VerifyError(f"{ref}: {source} is not an image manifest") from None
+    known = canonical_payloads(repo, ref.target, digest)
+    if any(layer.get("digest") not in known for layer in layers):
+        return _copied_signatures(source, ref, options, work)
+    return [(known[layer["digest"]], layer["annotations"][SIGNATURE_ANNOTATION]) for layer in layers]
+
+
+def _copied_signatures(source: str, ref: Ref, options: FetchOptions, work: Path) -> list[tuple[bytes, str]]:
+    dest = Path(tempfile.mkdtemp(prefix="sig-", dir=work))
+    cmd = [*_global(options, work), "copy", "--quiet", *_access(options, "src-"), source, f"dir:{dest}"]
+    out = _run(cmd, ref, options)
+    if out.returncode != 0:
+        text = out.stderr.decode(errors="replace")
         raise VerifyError(f"{ref}: cannot read its signatures ({source}): {_skopeo_message(text, ref, options.arch)}")
     manifest = json.loads((dest / "manifest.json").read_bytes())
     found = []
@@ -169,8 +205,7 @@ def fetch_signatures(repo: str, digest: str, ref: Ref, options: FetchOptions, wo
         annotation = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
         if layer.get("mediaType") != SIMPLESIGNING or not annotation:
             continue
-        blob = dest / layer["digest"].split(":", 1)[1]
-        payload = blob.read_bytes()
+        payload = (dest / layer["digest"].split(":", 1)[1]).read_bytes()
         if "sha256:" + hashlib.sha256(payload).hexdigest() != layer["digest"]:
             continue  # skopeo checked it already; never trust a blob that does not match
         found.append((payload, annotation))
@@ -219,27 +254,39 @@ def check_payload(payload: bytes, digest: str, repo: str) -> str:
     return ""
 
 
+def _platform(raw: bytes, arch: str) -> list[str]:
+    """The ``linux/<arch>`` manifest digest of an index (none for a manifest or no bytes)."""
+    try:
+        manifest = json.loads(raw) if raw else {}
+    except ValueError:
+        return []
+    if manifest.get("mediaType") not in INDEX_TYPES and "manifests" not in manifest:
+        return []
+    for entry in manifest.get("manifests") or []:
+        platform = entry.get("platform") or {}
+        if platform.get("os") == "linux" and platform.get("architecture") == arch:
+            return [entry["digest"]]
+    return []
+
+
 def verify_signature(ref: Ref, rule: Rule, options: FetchOptions, work: Path, progress: ProgressFn = nothing) -> Verdict:
     key = rule.public_key()
     label = f"key {fingerprint(key)}"
     repo = repository(ref)
-    progress(Progress("verify", f"{rule}: resolving {ref}", ref=ref.given))
-    digest, raw = resolve(ref, options, work)
-    candidates = [digest]
-    try:
-        manifest = json.loads(raw)
-    except ValueError:
-        manifest = {}
-    if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
-        for entry in manifest.get("manifests") or []:
-            platform = entry.get("platform") or {}
-            if platform.get("os") == "linux" and platform.get("architecture") == options.arch:
-                candidates.append(entry["digest"])
-                break
+    pinned = ref.target.split("@", 1)[1] if "@" in ref.target else ""
+    if pinned:  # a pinned digest needs no resolving unless its signature is not there (an index's platform)
+        digest, raw = pinned, b""
+    else:
+        progress(Progress("verify", f"{rule}: resolving {ref}", ref=ref.given))
+        digest, raw = resolve(ref, options, work)
+    candidates = [digest, *_platform(raw, options.arch)]
     reasons: list[str] = []
     for candidate in candidates:
         progress(Progress("verify", f"{rule}: signatures of {repo}@{candidate}", ref=ref.given))
         signatures = fetch_signatures(repo, candidate, ref, options, work)
+        if signatures is None and candidate == digest and not raw:
+            _, raw = resolve(ref, options, work)
+            candidates += _platform(raw, options.arch)
         if signatures is None:
             continue
         if not signatures:
