@@ -239,9 +239,15 @@ def load_machine_config(path: str | os.PathLike[str]) -> MachineConfig:
 
 
 def load_image_verification(path: str | os.PathLike[str]) -> tuple[ImageVerification | None, list[Finding]]:
-    """The one ImageVerificationConfig of a file (``--image-verification FILE``), or the findings."""
-    read = load_machine_config(path)
-    errors = [f for f in read.findings if f.severity == "error"]
-    if not read.verifications and not errors:
+    """The one ImageVerificationConfig of a file (``--image-verification FILE``), or the findings.
+
+    Other documents of the file are not this command's business and are not checked."""
+    data, problem = read_file(Path(path))
+    if data is None:
+        return None, [problem]  # type: ignore[list-item]
+    parsed = parse(data, str(path))
+    docs, findings, held = verification_documents(parsed, str(path))
+    errors = ([parsed.error] if parsed.error else []) + [f for f in findings if f.severity == "error"]
+    if not held and not errors:
         errors = [Finding(str(path), 0, 0, "error", "", f"no {KIND} document in this file")]
-    return (read.verifications[0] if not errors else None), errors
+    return (docs[0] if docs and not errors else None), _finish(errors, False)
