@@ -287,3 +287,24 @@ def test_keyless_document_is_refused_at_load(tmp_path):
     assert f"{path}:5:5: error: rules.0.keyless: keyless rules are not supported: they need Fulcio and Rekor" in r.stdout
     r = cli("extensions", "validate", "oci-archive:/nonexistent.tar", "--image-verification", str(path))
     assert r.returncode == 1 and f"{path}:5:5: error: rules.0.keyless" in r.stderr
+
+
+def test_a_signature_cosign_made():
+    """A signature made by cosign itself: containers/image's test fixture (signature/fixtures/
+    dir-img-cosign-valid, its cosign.pub), the one real cosign output on hand (cosign is not
+    installable here). The verifier accepts it, and extvisor's signer writes the same payload bytes."""
+    from extvisor.documents.imageverify import load_public_key
+    from extvisor.extensions.verify import canonical_payloads, check_payload, check_signature
+
+    pub = ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFNLqFhf4fiN6o/glAuYnq2jYUeL0\n"
+           "vRuLu/z39pmbVwS9ff5AYnlwaP9sxREajdLY9ynM6G1sy6AAmb7Z63TsLg==\n-----END PUBLIC KEY-----\n")  # fmt: skip
+    repo, digest = "192.168.64.2:5000/cosign-signed-single-sample", "sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00"
+    payload = (b'{"critical":{"identity":{"docker-reference":"192.168.64.2:5000/cosign-signed-single-sample"},"image":'
+               b'{"docker-manifest-digest":"sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00"},'
+               b'"type":"cosign container image signature"},"optional":null}')  # fmt: skip
+    b64sig = "MEYCIQDmtamqYPjMg81nqeBhptrPls44aA/r7PwLmspINJY4MwIhANKRpqe2E9UCBtGFdPoz/8jAbaQm4uP4h+IpwKTE6ClR"
+    assert check_signature(load_public_key(pub), payload, b64sig)
+    assert not check_signature(load_public_key(pub), payload.replace(b"single", b"double"), b64sig)
+    assert check_payload(payload, digest, repo) == ""
+    assert signer.payload(repo, digest) == payload
+    assert cf.digest_of(payload) in canonical_payloads(repo, repo + ":latest", digest)

@@ -32,6 +32,7 @@ from extvisor.extensions.progress import Cancelled
 from extvisor.extensions.store import Installed, InstallError, Store, StoreError
 from extvisor.extensions.verify import Policy
 from extvisor.records import ConditionKind
+from extvisor.runtime.configstore import ConfigStore
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.documents.findings import Finding
 from extvisor.documents.loader import load_service_file
@@ -64,7 +65,7 @@ def source_of(name: str, path: str) -> str:
 
 class Extensions:
     def __init__(self, state_dir: Path, settings: ExtensionSettings, kinds: Mapping[str, ConditionKind], strict: bool,
-                 configs: Any = None):  # fmt: skip
+                 configs: ConfigStore | None = None):  # fmt: skip
         self.configs = configs  #: the ConfigStore holding the ImageVerificationConfig (None: no document)
         self.store = Store(state_dir / "extensions")
         self.settings = settings
