@@ -68,7 +68,7 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
         try:
             result.verdict = policy.check(ref, options, work, progress)
         except VerifyError as exc:
-            result.check.problems.append(Problem("", "error", str(exc)))
+            result.check.problems.append(Finding.at_path("", "error", str(exc)))
             return result
         ref = result.verdict.ref
     if ref.transport == "dir":
