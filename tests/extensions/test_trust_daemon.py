@@ -21,7 +21,6 @@ from daemon_process import DaemonProcess
 from extensions import cosign_format as cf
 from extensions.images import Image, extension_entries
 
-from extvisor.remote import certs
 
 pytestmark = pytest.mark.runc
 

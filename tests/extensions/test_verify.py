@@ -11,15 +11,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from extensions import cosign_format as cf
 from extensions.images import Image, extension_entries, oci_archive, service_yaml
 
 from extvisor.documents.imageverify import ImageVerification, read_machine_config
-from extvisor.extensions import FetchOptions, parse_ref
-from extvisor.extensions import image as img
+from extvisor.extensions import parse_ref
 from extvisor.extensions import sign as signer
 from extvisor.extensions.store import InstallError
 from extvisor.extensions.verify import Policy, normalize
