@@ -131,13 +131,18 @@ def _access(options: FetchOptions, prefix: str = "") -> list[str]:
     return args
 
 
+def _limit(options: FetchOptions) -> float:
+    """Manifests only here: at most the fetch's own limits, and 300 s."""
+    return min(t for t in (options.timeout, options.stall_timeout, 300.0) if t)
+
+
 def _run(cmd: list[str], ref: Ref, options: FetchOptions) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=min(options.timeout, 300))
+        return subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=_limit(options))
     except FileNotFoundError:
         raise VerifyError(f"{options.skopeo} not found: install skopeo (apt-get install skopeo)") from None
     except subprocess.TimeoutExpired:
-        raise VerifyError(f"{ref}: skopeo did not answer within {min(options.timeout, 300):.0f} s") from None
+        raise VerifyError(f"{ref}: skopeo did not answer within {_limit(options):.0f} s") from None
 
 
 def resolve(ref: Ref, options: FetchOptions, work: Path) -> tuple[str, bytes]:
