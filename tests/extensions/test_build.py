@@ -219,3 +219,29 @@ def test_round_trip_dev_build_install_run(tools, tmp_path, registry):
         assert log()[:3] == printed[:3]
     finally:
         node.stop()
+
+
+def test_push_signed_then_verified(tools, tmp_path, registry):
+    """--key signs the pushed digest with the trust issue's signer; validate verifies it under a rule."""
+    import textwrap
+
+    proj = project(tmp_path / "p", tools)
+    env = {"EXTVISOR_SIGNING_PASSWORD": "build-pw"}
+    assert extvisor("gen", "signing-key", "--output-dir", str(tmp_path / "k"), env=env).returncode == 0
+    ref = registry.ref("authors/signed", "2.0.0")
+    auth = ["--authfile", str(registry.authfile), "--cert-dir", str(registry.cert_dir)]
+    wrong = extvisor("extensions", "build", str(proj), "-o", ref, "--key", str(tmp_path / "k/cosign.key"), *auth,
+                     env={"EXTVISOR_SIGNING_PASSWORD": "nope"})  # fmt: skip
+    assert wrong.returncode == 1 and "password" in wrong.stderr
+    assert extvisor("extensions", "validate", ref, *auth).returncode == 1  # nothing was pushed
+    out = extvisor("extensions", "build", str(proj), "-o", ref, "--key", str(tmp_path / "k/cosign.key"), *auth, env=env)
+    digest = digest_of(out)
+    assert f"signed {digest}" in out.stderr
+    policy = tmp_path / "verify.yaml"
+    pem = textwrap.indent((tmp_path / "k/cosign.pub").read_text(), "          ")
+    policy.write_text(f"apiVersion: v1alpha1\nkind: ImageVerificationConfig\nrules:\n  - image: {registry.host}/authors/*\n"
+                      f"    publicKey:\n      certificate: |\n{pem}")  # fmt: skip
+    checked = extvisor("extensions", "validate", ref, *auth, "--image-verification", str(policy), "-o", "json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = json.loads(checked.stdout)
+    assert result["digest"] == digest and result["verified"].startswith("key ")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+from pathlib import Path
 
 import click
 
@@ -57,8 +60,6 @@ def build(folder: str, dest: str, name: str | None, version: str | None, author:
     with findings at paths in DIR, before anything is written; the same folder gives the same
     digest anywhere (times from SOURCE_DATE_EPOCH, default 0). Prints the image's digest.
     """
-    from pathlib import Path
-
     from extvisor.extensions import ExtensionError, FetchError, FetchOptions, RefError, host_arch, parse_ref
     from extvisor.extensions import build as builder
     from extvisor.extensions.check import default_kinds
@@ -69,12 +70,17 @@ def build(folder: str, dest: str, name: str | None, version: str | None, author:
     root = Path(folder)
     if made is not None and (root / MANIFEST).exists():
         raise click.UsageError(f"{root / MANIFEST} exists: edit it, or build without --name, --version, ...")
+    signer = None
     try:
         ref = parse_ref(dest)
         if key and ref.transport != "docker":
             raise RefError("--key signs a pushed image: give docker://REF")
         epoch = builder.source_date_epoch()
-    except (RefError, builder.BuildError) as exc:
+        if key:  # a wrong password fails before anything is built or pushed
+            from extvisor.extensions.sign import load_private_key
+
+            signer = load_private_key(Path(key).read_bytes(), os.environ.get("EXTVISOR_SIGNING_PASSWORD", "").encode())
+    except (RefError, builder.BuildError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if ref.is_local:
         ref = ref.absolute(Path.cwd())
@@ -93,10 +99,15 @@ def build(folder: str, dest: str, name: str | None, version: str | None, author:
     options = FetchOptions(arch=arch or host_arch(), authfile=authfile, cert_dir=cert_dir)
     try:
         image = builder.build(project.entries, ref, options, epoch, show)
-        if key:
-            from extvisor.extensions.sign import sign_image
+        if signer is not None:
+            from extvisor.extensions.sign import SignError, sign
+            from extvisor.extensions.verify import repository
 
-            sign_image(ref, image.digest, Path(key), options, show)
+            try:  # by digest: what is signed is what was built, whatever the tag points at by now
+                _, target = sign(parse_ref(f"docker://{repository(ref)}@{image.digest}"), signer, options)
+            except SignError as exc:
+                raise builder.BuildError(f"pushed {image.digest}, but signing failed: {exc}") from None
+            click.echo(f"build: signed {image.digest}: {target}", err=True)
     except (builder.BuildError, FetchError, ExtensionError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
