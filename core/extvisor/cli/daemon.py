@@ -10,6 +10,7 @@ import click
 
 from extvisor.server.daemon import DaemonConfig, main_async, setup_logging
 from extvisor.server.extensions import ExtensionSettings
+from extvisor.shared import defaults
 
 EXTENSION_OPTIONS = {"authfile", "cert_dir", "talos_version", "arch", "allow_setuid", "image_pull_progress_timeout",
                      "require_signatures"}
@@ -100,16 +101,41 @@ def extension_options() -> list[click.Option]:
     ]  # fmt: skip
 
 
+def supervisor_options(dev: bool = False) -> dict[str, click.Option]:
+    """The options ``daemon`` and ``dev`` share, by name; dev mode's defaults are ``defaults.DEV_*``."""
+    d = defaults
+    value = {"backend": d.DEV_BACKEND if dev else d.BACKEND,
+             "restart_delay": d.DEV_RESTART_DELAY if dev else d.RESTART_DELAY,
+             "restart_max_delay": d.DEV_RESTART_MAX_DELAY if dev else d.RESTART_MAX_DELAY,
+             "stop_timeout": d.DEV_STOP_TIMEOUT if dev else d.STOP_TIMEOUT}  # fmt: skip
+    return {
+        "backend": click.Option(["--backend"], default=value["backend"], show_default=True,
+                                help="Container backend plugin."),
+        "host_service": click.Option(["--host-service"], multiple=True, metavar="NAME[=PATH]",
+                                     help="A host service specs may depend on (e.g. cri): assumed up, or up once "
+                                          "PATH exists. Repeatable."),
+        "strict": click.Option(["--strict"], is_flag=True, help="Treat warnings in service files as errors."),
+        "restart_delay": click.Option(["--restart-delay"], type=float, default=value["restart_delay"], show_default=True,
+                                      help="First delay before a restart, seconds (doubles after each quick crash)."),
+        "restart_max_delay": click.Option(["--restart-max-delay"], type=float, default=value["restart_max_delay"],
+                                          show_default=True,
+                                          help="Longest restart delay; a run this long resets the delay."),
+        "stop_timeout": click.Option(["--stop-timeout"], type=float, default=value["stop_timeout"], show_default=True,
+                                     help="Grace period between SIGTERM and SIGKILL, seconds."),
+    }  # fmt: skip
+
+
 def _build() -> click.Command:
+    shared = supervisor_options()
     params = [
-        click.Option(["--config-dir"], default="/usr/local/etc/containers", show_default=True,
+        click.Option(["--config-dir"], default=defaults.CONFIG_DIR, show_default=True,
                      help="Directory of service YAML files."),
-        click.Option(["--rootfs-dir"], default="/usr/local/lib/containers", show_default=True,
+        click.Option(["--rootfs-dir"], default=defaults.ROOTFS_DIR, show_default=True,
                      help="Directory holding each service's rootfs as <rootfs-dir>/<name>."),
-        click.Option(["--state-dir"], default="/var/lib/extvisor", show_default=True,
+        click.Option(["--state-dir"], default=defaults.STATE_DIR, show_default=True,
                      help="Where the daemon records what it runs."),
-        click.Option(["--log-dir"], default="/var/log/extvisor", show_default=True, help="One log file per service."),
-        click.Option(["--socket"], default="/run/extvisor/extvisor.sock", show_default=True, envvar="EXTVISOR_SOCKET",
+        click.Option(["--log-dir"], default=defaults.LOG_DIR, show_default=True, help="One log file per service."),
+        click.Option(["--socket"], default=defaults.SOCKET, show_default=True, envvar=defaults.SOCKET_ENV,
                      help="The API's Unix socket (created 0600)."),
         click.Option(["--listen"], multiple=True, metavar="HOST[:PORT]",
                      help="Also serve the API over TCP with mutual TLS (port 50000 when left out). Repeatable."),
@@ -117,24 +143,21 @@ def _build() -> click.Command:
         click.Option(["--tls-key"], type=click.Path(dir_okay=False), help="For --listen: its key."),
         click.Option(["--client-ca"], type=click.Path(dir_okay=False),
                      help="For --listen: the CA of accepted client certificates (their O values are roles)."),
-        click.Option(["--service-config-dir"], default="/usr/local/etc/extvisor/service-configs", show_default=True,
+        click.Option(["--service-config-dir"], default=defaults.SERVICE_CONFIG_DIR, show_default=True,
                      help="ExtensionServiceConfig documents (*.yaml)."),
-        click.Option(["--backend"], default="runc", show_default=True, help="Container backend plugin."),
-        click.Option(["--host-service"], multiple=True, metavar="NAME[=PATH]",
-                     help="A host service specs may depend on (e.g. cri): assumed up, or up once PATH exists. Repeatable."),
-        click.Option(["--strict"], is_flag=True, help="Treat warnings in service files as errors."),
+        shared["backend"],
+        shared["host_service"],
+        shared["strict"],
         click.Option(["--log-format"], type=click.Choice(["logfmt", "json"]), default="logfmt", show_default=True),
-        click.Option(["--restart-delay"], type=float, default=5.0, show_default=True,
-                     help="First delay before a restart, seconds (doubles after each quick crash)."),
-        click.Option(["--restart-max-delay"], type=float, default=60.0, show_default=True,
-                     help="Longest restart delay; a run this long resets the delay."),
-        click.Option(["--stop-timeout"], type=float, default=10.0, show_default=True,
-                     help="Grace period between SIGTERM and SIGKILL, seconds."),
-        click.Option(["--shutdown-timeout"], type=float, default=90.0, show_default=True,
+        shared["restart_delay"],
+        shared["restart_max_delay"],
+        shared["stop_timeout"],
+        click.Option(["--shutdown-timeout"], type=float, default=defaults.SHUTDOWN_TIMEOUT, show_default=True,
                      help="Longest the daemon's shutdown may take, seconds; then it exits and names what is left."),
-        click.Option(["--log-max-bytes"], type=int, default=10 * 1024 * 1024, show_default=True,
+        click.Option(["--log-max-bytes"], type=int, default=defaults.LOG_MAX_BYTES, show_default=True,
                      help="Rotate a service's log file at this size."),
-        click.Option(["--log-backups"], type=int, default=3, show_default=True, help="Rotated log files kept."),
+        click.Option(["--log-backups"], type=int, default=defaults.LOG_BACKUPS, show_default=True,
+                     help="Rotated log files kept."),
         click.Option(["--instance"], default=None, metavar="NAME",
                      help="This daemon's name on the host: its cgroup parent /extvisor/NAME, containerd namespace "
                           "extvisor-NAME, podman names. Default: derived from --state-dir."),

@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import click
 
-from extvisor.cli.common import node_options, run
+from extvisor.cli.common import Where, node_options, run
 from extvisor.client.http import default_socket
-from extvisor.client.nodes import fleet
 from extvisor.dashboard import DashboardApp
 from extvisor.dashboard.feed import Feed
 
 
 @click.command()
-@click.option("--socket", "socket_path", envvar="EXTVISOR_SOCKET", default=None,
-              help="The daemon's API socket [env EXTVISOR_SOCKET; default /run/extvisor/extvisor.sock].")  # fmt: skip
 @node_options
-def dashboard(socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None,
-              config_file: str | None) -> None:  # fmt: skip
+def dashboard(where: Where) -> None:
     """Watch and drive the services, live: states, events, logs; start, stop, restart.
 
     Keys: ↑/↓ or j/k move, s start, x stop (asks first), r restart, / filter by name or
     state (Esc clears), w wrap log lines, q quit. With several nodes (-n a,b,c): h/l or
     ←/→ switch node. The mouse works too.
     """
-    fl = run(lambda: fleet(socket_path, config_file, context, nodes, endpoints))
+    fl = run(where.fleet)
     if not fl.remote:
-        DashboardApp(socket_path or default_socket()).run()
+        DashboardApp(where.socket_path or default_socket()).run()
         return
     feeds = [(t.label, Feed.node(t.node.url, t.client.address.ssl)) for t in fl.targets if t.node is not None]
     DashboardApp(nodes=feeds).run()

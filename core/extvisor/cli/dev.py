@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from extvisor.cli.daemon import _backend_options, extension_options, extension_settings
+from extvisor.cli.daemon import _backend_options, extension_options, extension_settings, supervisor_options
 
 HELP = """Run the services of a project folder and restart them when you edit them.
 
@@ -65,21 +65,18 @@ def _dev(**kw) -> None:  # type: ignore[no-untyped-def]
 
 
 def _build() -> click.Command:
+    shared = supervisor_options(dev=True)
     params = [
         click.Argument(["project"], required=False, default=".", metavar="[DIR]",
                        type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        click.Option(["--backend"], default="podman", show_default=True, help="Container backend plugin."),
+        shared["backend"],
         click.Option(["--service-config-dir"], default=None,
                      help="ExtensionServiceConfig documents [default: DIR/service-configs if it exists]."),
-        click.Option(["--host-service"], multiple=True, metavar="NAME[=PATH]",
-                     help="A host service specs may depend on (e.g. cri): assumed up, or up once PATH exists."),
-        click.Option(["--strict"], is_flag=True, help="Treat warnings in service files as errors."),
-        click.Option(["--restart-delay"], type=float, default=1.0, show_default=True,
-                     help="First delay before restarting a service that exited, seconds."),
-        click.Option(["--restart-max-delay"], type=float, default=10.0, show_default=True,
-                     help="Longest restart delay, seconds."),
-        click.Option(["--stop-timeout"], type=float, default=5.0, show_default=True,
-                     help="Grace period between SIGTERM and SIGKILL, seconds."),
+        shared["host_service"],
+        shared["strict"],
+        shared["restart_delay"],
+        shared["restart_max_delay"],
+        shared["stop_timeout"],
         click.Option(["--extension"], multiple=True, metavar="REF",
                      help="Run the services of this extension image too (docker://, oci:, oci-archive:, "
                           "docker-archive:, tarball:). Repeatable."),

@@ -13,63 +13,51 @@ from typing import Any
 
 import click
 
-from extvisor.cli.common import answers, emit, finish, node_error, node_options, output_option, run, socket_option, with_node
+from extvisor.cli.common import (
+    Where, all_items, answers, emit, finish, labelled, node_column, node_error, node_options, output_option, prefix, run,
+)
+from extvisor.client.format import printable
+from extvisor.shared import routes
 
 REFS = "REF is skopeo's syntax: docker://HOST[:PORT]/REPO:TAG (or @sha256:...), oci:DIR[:TAG], " \
        "oci-archive:FILE, docker-archive:FILE; a bare HOST/REPO:TAG is docker://; tarball:FILE " \
        "is a plain tar of manifest.yaml and rootfs/."  # fmt: skip
 
 
-def _fleet(ctx: click.Context, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
-           context: str | None, config_file: str | None):  # type: ignore[no-untyped-def]
+def _fleet(ctx: click.Context, where: Where):  # type: ignore[no-untyped-def]
     """The daemons to talk to: the subcommand's flags, else the group's."""
-    from extvisor.client.nodes import fleet
-
-    group = ctx.obj or {}
-    return fleet(socket_path or group.get("socket"), config_file or group.get("config_file"),
-                 context or group.get("context"), nodes or group.get("nodes", ()),
-                 endpoints or group.get("endpoints", ()))  # fmt: skip
+    return where.over(ctx.obj).fleet()
 
 
 def _short(digest: str) -> str:
     return digest[:19] if digest.startswith("sha256:") else digest
 
 
-def _table(items: list[dict[str, Any]], remote: bool = False) -> str:
+def _table(fl, items: list[dict[str, Any]]) -> str:  # type: ignore[no-untyped-def]
     from extvisor.client.format import table
 
-    head = ["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "VERIFIED", "SERVICES"]
-    rows = [["NODE", *head] if remote else head]
-    for i in items:
-        row = [i["id"], i["name"], i["version"], i["author"], _short(i["digest"]), i.get("verified", "none"),
-               ",".join(i["services"]) or "-"]  # fmt: skip
-        rows.append([i["node"], *row] if remote else row)
-    return table(rows)
+    rows = [(i.get("node", ""), [i["id"], i["name"], i["version"], i["author"], _short(i["digest"]),
+                                 i.get("verified", "none"), ",".join(i["services"]) or "-"]) for i in items]  # fmt: skip
+    return table(node_column(fl, ["ID", "NAME", "VERSION", "AUTHOR", "DIGEST", "VERIFIED", "SERVICES"], rows))
 
 
 @click.group("extensions", invoke_without_command=True, help=f"Talos system extension images.\n\n{REFS}")
-@socket_option
 @node_options
 @output_option
 @click.pass_context
-def extensions(ctx: click.Context, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
-               context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
+def extensions(ctx: click.Context, where: Where, output: str) -> None:
     """With no subcommand: list the installed extensions (ID NAME VERSION AUTHOR DIGEST VERIFIED SERVICES)."""
-    ctx.ensure_object(dict).update(socket=socket_path, nodes=nodes, endpoints=endpoints, context=context,
-                                   config_file=config_file)  # fmt: skip
+    ctx.obj = where  # the subcommands' defaults
     if ctx.invoked_subcommand is not None:
         return
 
     def go() -> None:
-        from extvisor.client.extensions import list_extensions
-
-        fl = _fleet(ctx, socket_path, nodes, endpoints, context, config_file)
-        outcomes = fl.each(list_extensions)
-        ok = answers(fl, outcomes)
-        items = [with_node(o.target.label, i) for o in ok for i in o.value] if fl.remote else ok[0].value
+        fl = where.fleet()
+        outcomes = fl.each(lambda c: c.call(routes.EXTENSIONS))
+        items = all_items(fl, answers(fl, outcomes))
         if output == "table":
             if items or not fl.remote:
-                click.echo(_table(items, fl.remote) if items else "no extension installed")
+                click.echo(_table(fl, items) if items else "no extension installed")
         else:
             emit(items, output)
         finish(outcomes)
@@ -81,12 +69,10 @@ def extensions(ctx: click.Context, socket_path: str | None, nodes: tuple[str, ..
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @click.option("--strict", is_flag=True, help="Refuse on warnings too (a file another extension provides...).")
 @click.option("--allow-setuid", is_flag=True, help="Install setuid and setgid files (refused otherwise).")
-@socket_option
 @node_options
 @output_option
 @click.pass_context
-def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, allow_setuid: bool, socket_path: str | None,
-            nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None, config_file: str | None,
+def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, allow_setuid: bool, where: Where,
             output: str) -> None:  # fmt: skip
     """Install images, or upgrade the extensions of the same name; their services start.
 
@@ -95,43 +81,43 @@ def install(ctx: click.Context, refs: tuple[str, ...], strict: bool, allow_setui
     """
 
     def go() -> None:
-        from extvisor.client.extensions import install as do_install
-
-        fl = _fleet(ctx, socket_path, nodes, endpoints, context, config_file)
+        fl = _fleet(ctx, where)
         installed: list[dict[str, Any]] = []
         failed = [0]
         last: dict[str, str] = {}
 
         def show(target, line: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-            node = f"{target.label}: " if fl.remote else ""
+            node = prefix(fl, target)
             if "progress" in line:
-                text = _progress(line["progress"])
+                text = printable(_progress(line["progress"]))
                 if text and text != last.get(node):
                     click.echo(node + text, err=True)
                     last[node] = text
             elif "installed" in line:
                 item = line["installed"]
-                installed.append(with_node(target.label, item) if fl.remote else item)
-                for w in item.get("warnings", []):
-                    click.echo(f"{node}{item['name']}: {w}", err=True)
+                installed.append(labelled(fl, target, item))
+                for w in item["warnings"]:
+                    click.echo(f"{node}{printable(item['name'])}: {printable(w)}", err=True)
                 if output == "table":
-                    click.echo(f"{node}installed {item['name']} {item['version']} ({item['digest']}): "
-                               f"services {', '.join(item['services']) or 'none'}")  # fmt: skip
+                    text = (f"installed {item['name']} {item['version']} ({item['digest']}): "
+                            f"services {', '.join(item['services']) or 'none'}")  # fmt: skip
+                    click.echo(node + printable(text))
             elif "error" in line:
                 failed[0] += 1
-                click.echo(f"error: {node}{line['error']}", err=True)
-                for p in line.get("problems", []):
-                    click.echo(f"  {p['text']}", err=True)
+                click.echo(f"error: {node}{printable(line['error'])}", err=True)
+                for p in line["problems"]:
+                    click.echo(f"  {printable(p['text'])}", err=True)
 
         def broke(target, message: str) -> None:  # type: ignore[no-untyped-def]
             failed[0] += 1
             if fl.remote:
                 node_error(target.label, message)
             else:
-                click.echo(f"error: {message}", err=True)
+                click.echo(f"error: {printable(message)}", err=True)
 
+        body = {"refs": list(refs), "cwd": os.getcwd(), "strict": strict, "allow_setuid": allow_setuid}
         try:
-            fl.stream(lambda c: do_install(c, list(refs), os.getcwd(), strict, allow_setuid), show, broke)
+            fl.stream(lambda c: c.lines(routes.INSTALL, body=body), show, broke)
         except KeyboardInterrupt:
             click.echo("cancelled: the install stops on the node", err=True)
             raise
@@ -155,23 +141,19 @@ def _progress(p: dict[str, Any]) -> str:
 
 @extensions.command("remove")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
-@socket_option
 @node_options
 @click.pass_context
-def remove(ctx: click.Context, names: tuple[str, ...], socket_path: str | None, nodes: tuple[str, ...],
-           endpoints: tuple[str, ...], context: str | None, config_file: str | None) -> None:  # fmt: skip
+def remove(ctx: click.Context, names: tuple[str, ...], where: Where) -> None:
     """Stop an extension's services and remove every file it brought."""
 
     def go() -> None:
-        from extvisor.client.extensions import remove as do_remove
-
-        fl = _fleet(ctx, socket_path, nodes, endpoints, context, config_file)
+        fl = _fleet(ctx, where)
         outcomes = []
         for name in names:
-            results = fl.each(lambda c: do_remove(c, name))  # noqa: B023
+            results = fl.each(lambda c: c.call(routes.REMOVE, name=name))  # noqa: B023
             outcomes += results
             for o in answers(fl, results):
-                click.echo(f"{o.target.label}: {o.value['message']}" if fl.remote else o.value["message"])
+                click.echo(prefix(fl, o.target) + printable(o.value["message"]))
         finish(outcomes)
 
     run(go)

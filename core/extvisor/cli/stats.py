@@ -13,25 +13,20 @@ import time
 import click
 
 from extvisor.cli.common import (
-    answers, complete_service_id, emit, finish, node_options, output_option, run, socket_option, with_node,
+    Where, all_items, answers, complete_service_id, emit, finish, node_column, node_options, output_option, run,
 )
 from extvisor.client.format import go_duration, human_bytes, table
-from extvisor.client.nodes import Fleet, fleet
+from extvisor.client.nodes import Fleet
+from extvisor.shared import routes
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: --watch redraws in place
 
 
-def _node_column(rows: list[list[str]], items: list[dict], remote: bool) -> list[list[str]]:
-    if not remote:
-        return rows
-    return [["NODE", *rows[0]], *([i["node"], *r] for i, r in zip(items, rows[1:]))]
-
-
-def stats_table(items: list[dict], remote: bool = False) -> str:
-    rows = [["SERVICE", "STATE", "PID", "CPU%", "CPU TIME", "MEMORY", "RSS", "PROCS", "RESTARTS", "UPTIME"]]
+def stats_table(fl: Fleet, items: list[dict]) -> str:
+    rows = []
     for s in items:
         running = s["pid"] is not None
-        rows.append([
+        rows.append((s.get("node", ""), [
             s["id"], s["state"], str(s["pid"] or "-"),
             f"{s['cpu_percent']:.1f}" if running else "-",
             f"{s['cpu_seconds']:.2f}s" if running else "-",
@@ -39,26 +34,26 @@ def stats_table(items: list[dict], remote: bool = False) -> str:
             human_bytes(s["rss_bytes"]) if running else "-",
             str(s["processes"]), str(s["restarts"]),
             go_duration(s["uptime_seconds"]) if running else "-",
-        ])  # fmt: skip
-    return table(_node_column(rows, items, remote))
+        ]))  # fmt: skip
+    head = ["SERVICE", "STATE", "PID", "CPU%", "CPU TIME", "MEMORY", "RSS", "PROCS", "RESTARTS", "UPTIME"]
+    return table(node_column(fl, head, rows))
 
 
-def processes_table(items: list[dict], remote: bool = False) -> str:
-    rows = [["SERVICE", "PID", "STATE", "THREADS", "CPU%", "CPU TIME", "RSS", "COMMAND"]]
+def processes_table(fl: Fleet, items: list[dict]) -> str:
+    rows = []
     for p in items:
-        rows.append([
+        rows.append((p.get("node", ""), [
             p["service"], str(p["pid"]), p["state"], str(p["threads"]), f"{p['cpu_percent']:.1f}",
             f"{p['cpu_seconds']:.2f}s", human_bytes(p["rss_bytes"]), p["command"][:120],
-        ])  # fmt: skip
-    return table(_node_column(rows, items, remote))
+        ]))  # fmt: skip
+    return table(node_column(fl, ["SERVICE", "PID", "STATE", "THREADS", "CPU%", "CPU TIME", "RSS", "COMMAND"], rows))
 
 
 def _gather(fl: Fleet, call, table_of):  # type: ignore[no-untyped-def]
     """Ask every node; the items (with ``node`` when remote), their table, and the outcomes."""
     outcomes = fl.each(call)
-    ok = answers(fl, outcomes)
-    items = [with_node(o.target.label, i) for o in ok for i in o.value] if fl.remote else ok[0].value
-    return items, table_of(items, fl.remote), outcomes
+    items = all_items(fl, answers(fl, outcomes))
+    return items, table_of(fl, items), outcomes
 
 
 def _repeat(show, watch: bool, interval: float, output: str, title: str) -> None:  # type: ignore[no-untyped-def]
@@ -84,18 +79,16 @@ def _repeat(show, watch: bool, interval: float, output: str, title: str) -> None
 @click.option("-w", "--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
               help="Seconds between refreshes with --watch.")  # fmt: skip
-@socket_option
 @node_options
 @output_option
-def stats(watch: bool, interval: float, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
-          context: str | None, config_file: str | None, output: str) -> None:  # fmt: skip
+def stats(watch: bool, interval: float, where: Where, output: str) -> None:
     """Each service's CPU (percent of one core, seconds), memory, processes, restarts, uptime."""
 
     def go() -> None:
-        fl = fleet(socket_path, config_file, context, nodes, endpoints)
+        fl = where.fleet()
 
         def show():  # type: ignore[no-untyped-def]
-            return _gather(fl, lambda c: c.stats(), stats_table)
+            return _gather(fl, lambda c: c.call(routes.STATS_ALL), stats_table)
 
         _repeat(show, watch, interval, output, "extvisor stats")
 
@@ -107,23 +100,21 @@ def stats(watch: bool, interval: float, socket_path: str | None, nodes: tuple[st
 @click.option("-s", "--sort", type=click.Choice(["service", "cpu", "rss"]), default="service", show_default=True)
 @click.option("-w", "--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
-@socket_option
 @node_options
 @output_option
-def processes(service_id: str | None, sort: str, watch: bool, interval: float, socket_path: str | None,
-              nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None, config_file: str | None,
-              output: str) -> None:  # fmt: skip
+def processes(service_id: str | None, sort: str, watch: bool, interval: float, where: Where, output: str) -> None:
     """The processes of one service, or of every service: host PID, state, CPU, memory, command."""
 
     def go() -> None:
-        fl = fleet(socket_path, config_file, context, nodes, endpoints)
+        fl = where.fleet()
+        params = {"service": service_id} if service_id else None
         key = {"service": lambda p: (p["service"], p["pid"]), "cpu": lambda p: -p["cpu_percent"],
                "rss": lambda p: -p["rss_bytes"]}[sort]  # fmt: skip
 
         def show():  # type: ignore[no-untyped-def]
-            items, _, outcomes = _gather(fl, lambda c: c.processes(service_id), processes_table)
+            items, _, outcomes = _gather(fl, lambda c: c.call(routes.PROCESSES, params), processes_table)
             items = sorted(items, key=key)
-            return items, processes_table(items, fl.remote), outcomes
+            return items, processes_table(fl, items), outcomes
 
         _repeat(show, watch, interval, output, f"extvisor processes {service_id or ''}".rstrip())
 

@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# C0 controls, DEL and C1 controls: ESC starts a terminal's escape sequences (an OSC sets the
+# window title, even when our output is piped to a terminal later), and 0x9b/0x9d are CSI
+# and OSC on their own in some terminals. Newlines and tabs would break a table or a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _caret(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0x7F:
+        return "^?"
+    if code >= 0x80:
+        return "M-^" + chr(code - 0x80 + 0x40)
+    return "^" + chr(code + 0x40)
+
+
+def printable(text: str) -> str:
+    """*text* with its control characters shown as ``cat -v`` shows them (ESC as ``^[``).
+
+    For what another machine sends (ids, messages) on its way to a terminal, as kubectl does
+    since CVE-2021-25743.
+    """
+    return _CONTROL.sub(_caret, text)
 
 
 def go_duration(seconds: float) -> str:
@@ -25,7 +49,8 @@ def health_text(service: dict[str, Any]) -> str:
 
 
 def table(rows: list[list[str]]) -> str:
-    """Tab-aligned columns with 3 spaces of padding, as talosctl's tabwriter."""
+    """Tab-aligned columns with 3 spaces of padding, as talosctl's tabwriter; control characters shown."""
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 

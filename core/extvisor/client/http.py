@@ -2,7 +2,9 @@
 
 It speaks to one daemon, through its Unix socket or over TCP with TLS (:class:`Address`),
 with the standard library only (``wire``), so that a CLI call costs little more than the
-interpreter's start.
+interpreter's start. Every answer is checked against its route's declared shape
+(``extvisor.shared.routes``): an answer of another shape is a :class:`ClientError` naming
+what was wrong, never a traceback further on.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from extvisor.client.wire import Address, Response, WireError, request
+from extvisor.shared import defaults, routes
+from extvisor.shared.routes import Route
+from extvisor.shared.shapes import ShapeError, check
 
-DEFAULT_SOCKET = "/run/extvisor/extvisor.sock"
-SOCKET_ENV = "EXTVISOR_SOCKET"
+DEFAULT_SOCKET = defaults.SOCKET
+SOCKET_ENV = defaults.SOCKET_ENV
+MAX_LINE = 16 * 1024 * 1024  #: longest NDJSON line accepted from a stream
 
 
 class ClientError(Exception):
@@ -28,7 +34,8 @@ def default_socket() -> str:
 
 
 class Client:
-    def __init__(self, socket_path: str | None = None, timeout: float = 30.0, address: Address | None = None):
+    def __init__(self, socket_path: str | None = None, timeout: float = defaults.CLIENT_TIMEOUT,
+                 address: Address | None = None):  # fmt: skip
         self.address = address or Address(unix=socket_path or default_socket())
         self.socket = str(self.address)
         self.timeout = timeout
@@ -63,22 +70,27 @@ class Client:
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
                 timeout: float | None = ...) -> Any:  # type: ignore[assignment]
-        """One call; its JSON answer. An HTTP error becomes a :class:`ClientError` with the API's detail."""
+        """One call; its JSON answer, unchecked. An HTTP error becomes a :class:`ClientError` with the API's detail."""
         response = self._open(method, path, params, body, self.timeout if timeout is ... else timeout)
         try:
             return response.json()
         except (socket.timeout, TimeoutError):
             raise ClientError(f"the extvisor daemon at {self.socket} did not answer in time") from None
-        except (OSError, WireError, ValueError) as exc:
+        except ValueError:
+            raise ClientError(f"the answer to {method} {path} is not JSON") from None
+        except (OSError, WireError) as exc:
             raise self._unreachable(exc) from None
         finally:
             response.close()
 
-    _request = request
+    def call(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Any:
+        """Call *route* (path parameters as keywords); its answer, checked against the route's shape."""
+        answer = self.request(route.method, route.path_for(**path), params, body, None if route.waits else ...)
+        return checked(route, answer)
 
-    def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
-        """A streaming answer (logs, events), chunk by chunk, for as long as the daemon sends it."""
-        response = self._open("GET", path, params, None, self.timeout, read_timeout=None)
+    def open(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Iterator[bytes]:
+        """A streaming route's answer (a log, events, an install), chunk by chunk, for as long as it comes."""
+        response = self._open(route.method, route.path_for(**path), params, body, self.timeout, read_timeout=None)
         try:
             yield from response.iter_raw()
         except (OSError, WireError):
@@ -86,42 +98,56 @@ class Client:
         finally:
             response.close()
 
-    _stream = stream
+    def lines(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Iterator[Any]:
+        """An NDJSON stream's items as they come, each checked against the route's shape."""
+        buf = b""
+        for chunk in self.open(route, params, body, **path):
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            if len(buf) > MAX_LINE:
+                raise ClientError(f"a line of {route.method} {route.path} is longer than {MAX_LINE} bytes")
+            for line in complete:
+                if line.strip():
+                    yield checked(route, parse_line(route, line))
 
+    # The routes scripts use most, by name.
     def daemon(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/daemon")
+        return self.call(routes.DAEMON)  # type: ignore[no-any-return]
 
     def services(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/services")
+        return self.call(routes.SERVICES)  # type: ignore[no-any-return]
 
     def service(self, service_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/services/{service_id}")
+        return self.call(routes.SERVICE_ONE, service_id=service_id)  # type: ignore[no-any-return]
 
     def action(self, service_id: str, action: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/services/{service_id}/{action}", timeout=None)
+        return self.call(routes.ACTION, service_id=service_id, action=action)  # type: ignore[no-any-return]
 
     def logs(self, service_id: str, tail: int = -1, follow: bool = False) -> Iterator[bytes]:
-        return self.stream(f"/v1/services/{service_id}/logs", {"tail": tail, "follow": follow})
+        return self.open(routes.LOGS, {"tail": tail, "follow": follow}, service_id=service_id)
 
     def events(self, follow: bool = True, tail: int = 0) -> Iterator[dict[str, Any]]:
-        buf = b""
-        for chunk in self.stream("/v1/events", {"follow": follow, "tail": tail}):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    yield json.loads(line)
+        return self.lines(routes.EVENTS, {"follow": follow, "tail": tail})
 
     def stats(self) -> list[dict[str, Any]]:
         """Every service's CPU, memory, processes, restarts and uptime (``extvisor stats``)."""
-        return self._request("GET", "/v1/stats")
-
-    def stats_history(self, points: int = 60) -> dict[str, Any]:
-        return self._request("GET", "/v1/stats/history", params={"points": points})
+        return self.call(routes.STATS_ALL)  # type: ignore[no-any-return]
 
     def processes(self, service_id: str | None = None) -> list[dict[str, Any]]:
-        params = {"service": service_id} if service_id else None
-        return self._request("GET", "/v1/stats/processes", params=params)
+        return self.call(routes.PROCESSES, {"service": service_id} if service_id else None)  # type: ignore[no-any-return]
 
-    def host(self) -> dict[str, Any]:
-        return self._request("GET", "/v1/stats/host")
+
+def parse_line(route: Route, line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise ClientError(f"a line of {route.method} {route.path} is not JSON") from None
+
+
+def checked(route: Route, answer: Any) -> Any:
+    """*answer* when it has the route's shape; a :class:`ClientError` saying what is wrong otherwise."""
+    try:
+        check(route.answer, answer)
+    except ShapeError as exc:
+        raise ClientError(f"unexpected answer to {route.method} {route.path}: {exc}") from None
+    return answer

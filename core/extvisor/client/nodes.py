@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from extvisor.client.http import SOCKET_ENV, Client, ClientError
 from extvisor.client.wire import Address
 from extvisor.remote.where import config_file as where_config
+from extvisor.shared import defaults
 
 if TYPE_CHECKING:
     from extvisor.remote.nodes import Node
@@ -120,7 +121,8 @@ class Fleet:
 
 
 def fleet(socket_path: str | None = None, config_file: str | None = None, context: str | None = None,
-          nodes: Iterable[str] = (), endpoints: Iterable[str] = (), timeout: float = 30.0) -> Fleet:  # fmt: skip
+          nodes: Iterable[str] = (), endpoints: Iterable[str] = (),
+          timeout: float = defaults.CLIENT_TIMEOUT) -> Fleet:  # fmt: skip
     """The daemons a command goes to; :class:`ClientError` when that cannot be worked out."""
     named = any(v.strip(", ") for v in (*nodes, *endpoints))
     asked = bool(named or context or config_file)

@@ -14,6 +14,8 @@ import socket
 from collections.abc import Iterator
 from typing import IO, Any
 
+from extvisor.shared import defaults
+
 MAX_LINE = 65536  #: longest status or header line accepted
 MAX_HEADERS = 100
 
@@ -143,7 +145,7 @@ def request(
     path: str,
     params: dict[str, Any] | None = None,
     body: Any = None,
-    timeout: float | None = 30.0,
+    timeout: float | None = defaults.CLIENT_TIMEOUT,
     read_timeout: float | None = ...,  # type: ignore[assignment]
 ) -> Response:
     """Send one request and read the status and headers; the body is read by the caller.

@@ -1,7 +1,9 @@
 """The daemon's API as the dashboard uses it: async, over the Unix socket or a node's TLS.
 
 Every failure to talk to the daemon (socket missing, connection refused, stream cut)
-becomes :class:`Unreachable`, so the app has one thing to catch and show as a banner.
+becomes :class:`Unreachable`, so the app has one thing to catch and show as a banner. Each
+call names a route of ``extvisor.shared.routes``, and an answer not of the route's shape is
+an :class:`ApiError` like any other the daemon gives.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+
+from extvisor.shared import defaults, routes
+from extvisor.shared.routes import Route
+from extvisor.shared.shapes import ShapeError, check
 
 
 class Unreachable(Exception):
@@ -32,7 +38,7 @@ def _detail(r: httpx.Response) -> str:
 
 
 class Feed:
-    def __init__(self, socket_path: str, timeout: float = 10.0, http: httpx.AsyncClient | None = None):
+    def __init__(self, socket_path: str, timeout: float = defaults.DASHBOARD_TIMEOUT, http: httpx.AsyncClient | None = None):
         self.socket = socket_path
         self.remote = http is not None
         self._http = http or httpx.AsyncClient(
@@ -40,7 +46,7 @@ class Feed:
         )
 
     @classmethod
-    def node(cls, url: str, ssl_context: Any, timeout: float = 10.0) -> Feed:
+    def node(cls, url: str, ssl_context: Any, timeout: float = defaults.DASHBOARD_TIMEOUT) -> Feed:
         """A remote node over mutual TLS; its certificate is checked against the name in *url*."""
         return cls(url, timeout, httpx.AsyncClient(base_url=url, verify=ssl_context, timeout=timeout))
 
@@ -62,37 +68,40 @@ class Feed:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _get(self, path: str, **kw: Any) -> Any:
-        return await self._request("GET", path, **kw)
-
-    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+    async def call(self, route: Route, params: dict[str, Any] | None = None, **path: str) -> Any:
+        """Call *route* (path parameters as keywords); its answer, checked against the route's shape."""
+        kw: dict[str, Any] = {"timeout": None} if route.waits else {}  # a stop answers once the service is down
         try:
-            r = await self._http.request(method, path, **kw)
+            r = await self._http.request(route.method, route.path_for(**path), params=params, **kw)
         except (httpx.TransportError, OSError) as exc:
             raise self._unreachable(exc) from None
         if r.status_code >= 400:
             raise ApiError(_detail(r))
-        return r.json()
+        try:
+            return _checked(route, r.json())
+        except ValueError:
+            raise ApiError(f"the answer to {route.method} {route.path} is not JSON") from None
 
     async def daemon(self) -> dict[str, Any]:
-        return await self._get("/v1/daemon")
+        return await self.call(routes.DAEMON)  # type: ignore[no-any-return]
 
     async def services(self) -> list[dict[str, Any]]:
-        return await self._get("/v1/services")
+        return await self.call(routes.SERVICES)  # type: ignore[no-any-return]
 
     async def service(self, service_id: str) -> dict[str, Any]:
-        return await self._get(f"/v1/services/{service_id}")
+        return await self.call(routes.SERVICE_ONE, service_id=service_id)  # type: ignore[no-any-return]
 
     async def action(self, service_id: str, action: str) -> str:
-        """start, stop or restart; stop answers once the service is down, so no timeout."""
-        result = await self._request("POST", f"/v1/services/{service_id}/{action}", timeout=None)
-        return str(result.get("message", f"{action}: done"))
+        """start, stop or restart: the daemon's message."""
+        result = await self.call(routes.ACTION, service_id=service_id, action=action)
+        return str(result["message"])
 
     @asynccontextmanager
-    async def _stream(self, path: str, params: dict[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def _stream(self, route: Route, params: dict[str, Any], **path: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """The response body as it arrives; entered once the daemon has answered (headers)."""
+        timeout = httpx.Timeout(defaults.DASHBOARD_TIMEOUT, read=None)
         try:
-            async with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(10.0, read=None)) as r:
+            async with self._http.stream(route.method, route.path_for(**path), params=params, timeout=timeout) as r:
                 if r.status_code >= 400:
                     await r.aread()
                     raise ApiError(_detail(r))
@@ -104,22 +113,34 @@ class Feed:
     async def events(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """Every service's state changes from now on. The daemon subscribes before it
         answers, so a snapshot read after entering misses nothing."""
-        async with self._stream("/v1/events", {"follow": "true", "tail": 0}) as chunks:
-            yield _ndjson(chunks)
+        async with self._stream(routes.EVENTS, {"follow": "true", "tail": 0}) as chunks:
+            yield _ndjson(routes.EVENTS, chunks)
 
     @asynccontextmanager
     async def logs(self, service_id: str, tail: int) -> AsyncIterator[AsyncIterator[list[str]]]:
         """The last *tail* lines of a service's log, then its new lines, in batches."""
         params = {"follow": "true", "tail": tail}
-        async with self._stream(f"/v1/services/{service_id}/logs", params) as chunks:
+        async with self._stream(routes.LOGS, params, service_id=service_id) as chunks:
             yield _lines(chunks)
 
 
-async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+def _checked(route: Route, answer: Any) -> Any:
+    try:
+        check(route.answer, answer)
+    except ShapeError as exc:
+        raise ApiError(f"unexpected answer to {route.method} {route.path}: {exc}") from None
+    return answer
+
+
+async def _ndjson(route: Route, chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     async for lines in _lines(chunks):
         for line in lines:
             if line.strip():
-                yield json.loads(line)
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    raise ApiError(f"a line of {route.method} {route.path} is not JSON") from None
+                yield _checked(route, item)
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:

@@ -20,6 +20,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Footer, Label, Static
 
 from extvisor.client.format import go_duration, human_bytes
+from extvisor.shared import routes
 
 POLL = 2.0
 
@@ -45,7 +46,7 @@ class HostLine(Static):
 
     async def poll(self) -> None:
         try:
-            host = await self.app.feed._get("/v1/stats/host")  # type: ignore[attr-defined]
+            host = await self.app.feed.call(routes.STATS_HOST)  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001  (daemon down: the banner says so)
             host = None
         self.update(host_text(host))
@@ -167,9 +168,9 @@ class MonitorScreen(Screen[None]):
         label = getattr(getattr(self.app, "view", None), "label", "")
         try:
             width = max(10, (self.size.width - 36) // 2)
-            history = await feed._get("/v1/stats/history", params={"points": width})
-            items = {i["id"]: i for i in await feed._get("/v1/stats")}
-            host = await feed._get("/v1/stats/host")
+            history = await feed.call(routes.STATS_HISTORY, {"points": width})
+            items = {i["id"]: i for i in await feed.call(routes.STATS_ALL)}
+            host = await feed.call(routes.STATS_HOST)
         except Exception as exc:  # noqa: BLE001
             title.update(f"Monitor{' · node ' + label if label else ''} · daemon unreachable: {exc}")
             return
@@ -194,7 +195,7 @@ class MonitorScreen(Screen[None]):
         procs = []
         if self.selected:
             try:
-                procs = await feed._get("/v1/stats/processes", params={"service": self.selected})
+                procs = await feed.call(routes.PROCESSES, {"service": self.selected})
             except Exception:  # noqa: BLE001  (the service went away between two polls)
                 procs = []
         table.clear()

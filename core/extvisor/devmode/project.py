@@ -19,6 +19,7 @@ from typing import Any
 
 from extvisor.extensions.project import rootfs_for  # one rule for dev mode and extensions build
 from extvisor.server.daemon import DaemonConfig
+from extvisor.shared import defaults
 
 STATE = ".extvisor"
 SOCKET_MAX = 100  #: AF_UNIX paths are limited to 107 bytes
@@ -35,7 +36,7 @@ def socket_for(project: Path) -> Path:
 
 def dev_config(
     project: Path,
-    backend: str = "podman",
+    backend: str = defaults.DEV_BACKEND,
     backend_options: dict[str, Any] | None = None,
     service_config_dir: Path | None = None,
     host_services: Iterable[str] = (),
@@ -59,7 +60,7 @@ def dev_config(
         backend_options=dict(backend_options or {}),
         host_services=list(host_services),
         strict=strict,
-        supervisor={"restart_delay": 1.0, "restart_max_delay": 10.0, "stop_timeout": 5.0, "rootfs_layout": rootfs_for,
-                    **(supervisor or {})},
+        supervisor={"restart_delay": defaults.DEV_RESTART_DELAY, "restart_max_delay": defaults.DEV_RESTART_MAX_DELAY,
+                    "stop_timeout": defaults.DEV_STOP_TIMEOUT, "rootfs_layout": rootfs_for, **(supervisor or {})},
     )
 

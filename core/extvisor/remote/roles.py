@@ -3,12 +3,15 @@ which API calls each may make.
 
 As in Talos (``pkg/machinery/role``): values are trimmed, empty ones skipped, unknown ones
 kept but granting nothing. A call is allowed when the caller's roles meet the call's set;
-a call not listed here needs ``os:admin`` (Talos's fallback for unlisted methods).
+the route table (``extvisor.shared.routes``) says which a route needs; a call of no route
+there needs ``os:admin`` (Talos's fallback for unlisted methods).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from extvisor.shared import routes
 
 ADMIN = "os:admin"
 OPERATOR = "os:operator"
@@ -26,23 +29,8 @@ ADMIN_ONLY = frozenset({ADMIN})
 #: Whoever can open the root-only Unix socket.
 UNIX_SOCKET_ROLES = ADMIN_ONLY
 
-# (method, path pattern, roles). A pattern segment "*" is any one segment; "a|b" is one of
-# those words. Listed on the concrete request path, so a route added later is admin-only
-# until someone decides otherwise here.
-ROUTES: tuple[tuple[str, str, frozenset[str]], ...] = (
-    ("GET", "/v1/daemon", READ),
-    ("GET", "/v1/services", READ),
-    ("GET", "/v1/services/*", READ),
-    ("GET", "/v1/services/*/logs", READ),
-    ("POST", "/v1/services/*/start|stop|restart", OPERATE),
-    ("GET", "/v1/events", READ),
-    ("GET", "/v1/extensions", READ),
-    ("GET", "/v1/extensions/*", READ),
-    ("GET", "/v1/stats", READ),
-    ("GET", "/v1/stats/*", READ),
-    ("GET", "/metrics", READ),
-    ("GET", "/openapi.json", READ),
-)
+#: What each access level of the route table (``extvisor.shared.routes``) needs.
+ACCESS = {routes.READ: READ, routes.OPERATE: OPERATE, routes.ADMIN: ADMIN_ONLY}
 
 
 def parse(values: Iterable[str]) -> frozenset[str]:
@@ -55,25 +43,10 @@ def unknown(roles: Iterable[str]) -> list[str]:
     return sorted(r for r in parse(roles) if r not in KNOWN)
 
 
-def _match(pattern: str, path: str) -> bool:
-    want, got = pattern.strip("/").split("/"), path.strip("/").split("/")
-    if len(want) != len(got):
-        return False
-    for w, g in zip(want, got):
-        if not g:
-            return False
-        if w != "*" and g not in w.split("|"):
-            return False
-    return True
-
-
 def required(method: str, path: str) -> frozenset[str]:
     """The roles of which a caller needs one to make this call."""
-    method = "GET" if method.upper() == "HEAD" else method.upper()
-    for m, pattern, roles in ROUTES:
-        if m == method and _match(pattern, path):
-            return roles
-    return ADMIN_ONLY
+    route = routes.find(method, path)
+    return ADMIN_ONLY if route is None else ACCESS[route.access]
 
 
 def allowed(roles: Iterable[str], method: str, path: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from extvisor.runtime.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from extvisor.shared import defaults
 
 if TYPE_CHECKING:
     from extvisor.protocols import Condition, ConfigView, ContainerHandle
@@ -28,15 +28,15 @@ class Options:
     rootfs_dir: Path
     state_dir: Path
     log_dir: Path
-    restart_delay: float = 5.0
-    restart_max_delay: float = 60.0
-    stop_timeout: float = 10.0
-    kill_timeout: float = 5.0  #: after SIGKILL (then after the backend's own kill) before giving up
-    shutdown_timeout: float = 90.0  #: the daemon's whole shutdown
+    restart_delay: float = defaults.RESTART_DELAY
+    restart_max_delay: float = defaults.RESTART_MAX_DELAY
+    stop_timeout: float = defaults.STOP_TIMEOUT
+    kill_timeout: float = defaults.KILL_TIMEOUT  #: after SIGKILL (then after the backend's own kill) before giving up
+    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT  #: the daemon's whole shutdown
     backend_retry: float = 2.0
     recheck: float = 1.0  #: how often a waiting description is re-read (Talos: 1 s)
-    log_max_bytes: int = DEFAULT_MAX_BYTES
-    log_backups: int = DEFAULT_BACKUPS
+    log_max_bytes: int = defaults.LOG_MAX_BYTES
+    log_backups: int = defaults.LOG_BACKUPS
     condition_options: dict[str, Any] = field(default_factory=dict)
     #: where this daemon's containers' cgroups go: ``/extvisor/<instance>`` (one per daemon)
     cgroup_parent: str = "/extvisor"

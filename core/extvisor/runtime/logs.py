@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from extvisor.runtime.logread import tail_start
+from extvisor.shared import defaults
 
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-DEFAULT_BACKUPS = 3
+DEFAULT_MAX_BYTES = defaults.LOG_MAX_BYTES
+DEFAULT_BACKUPS = defaults.LOG_BACKUPS
 CHUNK = 65536
 _INLINE = 1 << 20  # a reader this close to the end reads in the loop; further back, in a thread
 

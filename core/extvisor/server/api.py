@@ -1,5 +1,8 @@
 """The daemon's HTTP/JSON API, served on a Unix socket (mode 0600).
 
+Each handler serves a route of the table in ``extvisor.shared.routes`` (which also says who
+may call it and what it answers):
+
     GET  /v1/daemon                         the daemon: backend, uptime, counts by state
     GET  /v1/services                       every service (ServiceInfo)
     GET  /v1/services/{id}                  one service, with its events
@@ -21,6 +24,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from extvisor.shared import routes
 from extvisor.state import ServiceEvent, ServiceInfo
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.server.netaddr import global_addresses
@@ -61,7 +65,7 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
             raise HTTPException(404, f'service "{service_id}" is not registered (known: {known})')
         return service
 
-    @app.get("/v1/daemon", response_model=DaemonInfo)
+    @routes.DAEMON.serve(app, response_model=DaemonInfo)
     async def daemon() -> DaemonInfo:
         states: dict[str, int] = {}
         for i in all_infos(0):
@@ -78,17 +82,17 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
             states=states,
         )
 
-    @app.get("/v1/services", response_model=list[ServiceInfo])
+    @routes.SERVICES.serve(app, response_model=list[ServiceInfo])
     async def services(events: int = Query(64, ge=0, le=64)) -> list[ServiceInfo]:
         return all_infos(events)
 
-    @app.get("/v1/services/{service_id}", response_model=ServiceInfo)
+    @routes.SERVICE_ONE.serve(app, response_model=ServiceInfo)
     async def service(service_id: str) -> ServiceInfo:
         if service_id in sup.host_services:
             return sup.host_services[service_id].info()
         return find(service_id).info()
 
-    @app.post("/v1/services/{service_id}/{action}", response_model=ActionResult)
+    @routes.ACTION.serve(app, response_model=ActionResult)
     async def act(service_id: str, action: Literal["start", "stop", "restart"]) -> ActionResult:
         svc = find(service_id)
         if action == "start":
@@ -103,7 +107,7 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
             word = "restarted"
         return ActionResult(id=service_id, action=action, message=f'Service "{service_id}" {word}')
 
-    @app.get("/v1/services/{service_id}/logs")
+    @routes.LOGS.serve(app)
     async def logs(service_id: str, tail: int = -1, follow: bool = False) -> StreamingResponse:
         find(service_id)
         service_log = sup.logs[service_id]
@@ -112,7 +116,7 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
                                      "do not exist (deleted?); it is recreated at the service's next output")
         return StreamingResponse(service_log.read(tail=tail, follow=follow), media_type="text/plain")
 
-    @app.get("/v1/events")
+    @routes.EVENTS.serve(app)
     async def events(follow: bool = True, tail: int = Query(0, ge=0)) -> StreamingResponse:
         queue = sup.subscribe()  # subscribe first, so nothing falls between history and stream
 

@@ -35,6 +35,7 @@ from extvisor.runtime.supervisor import Options, Supervisor
 from extvisor.server.extensions import Extensions, ExtensionSettings, InstallError
 from extvisor.server.files import DaemonError, bind_socket, lock_instance, lock_state_dir
 from extvisor.server.logfmt import setup_logging
+from extvisor.shared import defaults
 
 __all__ = ["Daemon", "DaemonConfig", "DaemonError", "main_async", "setup_logging"]
 
@@ -43,13 +44,13 @@ log = logging.getLogger("extvisor.daemon")
 
 @dataclass
 class DaemonConfig:
-    config_dir: Path = Path("/usr/local/etc/containers")
-    rootfs_dir: Path = Path("/usr/local/lib/containers")
-    state_dir: Path = Path("/var/lib/extvisor")
-    log_dir: Path = Path("/var/log/extvisor")
-    socket: Path = Path("/run/extvisor/extvisor.sock")
-    service_config_dir: Path | None = Path("/usr/local/etc/extvisor/service-configs")
-    backend: str = "runc"
+    config_dir: Path = Path(defaults.CONFIG_DIR)
+    rootfs_dir: Path = Path(defaults.ROOTFS_DIR)
+    state_dir: Path = Path(defaults.STATE_DIR)
+    log_dir: Path = Path(defaults.LOG_DIR)
+    socket: Path = Path(defaults.SOCKET)
+    service_config_dir: Path | None = Path(defaults.SERVICE_CONFIG_DIR)
+    backend: str = defaults.BACKEND
     backend_options: dict[str, Any] = field(default_factory=dict)
     host_services: list[str] = field(default_factory=list)
     strict: bool = False

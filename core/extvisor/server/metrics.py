@@ -21,37 +21,38 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import Response
 from extvisor.runtime import stats as runtime_stats
 from extvisor.runtime.supervisor import Supervisor
+from extvisor.shared import routes
 
 
 def install(app: FastAPI, sup: Supervisor, info: Callable[[], dict]) -> None:
     """Add the stats routes and ``/metrics`` to the API."""
     registry: Any = None  # made at the first scrape
 
-    @app.get("/v1/stats")
+    @routes.STATS_ALL.serve(app)
     async def stats() -> list[dict[str, Any]]:
         await sup.stats.fresh()
         return sup.stats.items()
 
-    @app.get("/v1/stats/history")
+    @routes.STATS_HISTORY.serve(app)
     async def history(points: int = Query(60, ge=1, le=3600)) -> dict[str, Any]:
         await sup.stats.fresh()
         return {"interval": sup.stats.interval, "services": sup.stats.history(points)}
 
-    @app.get("/v1/stats/processes")
+    @routes.PROCESSES.serve(app)
     async def processes(service: str | None = None) -> list[dict[str, Any]]:
         if service is not None and service not in sup.services:
             known = ", ".join(sorted(sup.services)) or "none"
             raise HTTPException(404, f'service "{service}" is not registered (known: {known})')
         return await sup.stats.processes(service)
 
-    @app.get("/v1/stats/host")
+    @routes.STATS_HOST.serve(app)
     async def host() -> dict[str, Any]:
         await sup.stats.fresh()  # the dashboard's header polls this: its charts fill meanwhile
         data = await asyncio.to_thread(runtime_stats.host)
         data["time"] = time.time()
         return data
 
-    @app.get("/metrics", include_in_schema=False)
+    @routes.METRICS.serve(app, include_in_schema=False)
     async def metrics() -> Response:
         nonlocal registry
         from extvisor.server import prometheus

@@ -1,4 +1,4 @@
-"""The API's extension routes (added to the app by the daemon).
+"""The API's extension routes (added to the app by the daemon; declared in ``extvisor.shared.routes``).
 
     GET    /v1/extensions                 installed extensions, in stacking order
     GET    /v1/extensions/{name}          one of them
@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from extvisor.extensions import Progress, RefError
 from extvisor.server.extensions import Cancelled, Extensions, InstallError
+from extvisor.shared import routes
 
 log = logging.getLogger("extvisor.extensions")
 
@@ -44,11 +45,11 @@ def _line(data: dict[str, Any]) -> bytes:
 
 
 def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
-    @app.get("/v1/extensions")
+    @routes.EXTENSIONS.serve(app)
     async def list_extensions() -> list[dict[str, Any]]:
         return ext.list()
 
-    @app.get("/v1/extensions/{name}")
+    @routes.EXTENSION_ONE.serve(app)
     async def one_extension(name: str) -> dict[str, Any]:
         for item in ext.list():
             if item["name"] == name:
@@ -56,7 +57,7 @@ def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
         known = ", ".join(r["name"] for r in ext.list()) or "none"
         raise HTTPException(404, f'extension "{name}" is not installed (installed: {known})')
 
-    @app.post("/v1/extensions")
+    @routes.INSTALL.serve(app)
     async def install(request: InstallRequest) -> StreamingResponse:
         if not request.refs:
             raise HTTPException(400, "no image reference given")
@@ -99,7 +100,7 @@ def add_extension_routes(app: FastAPI, ext: Extensions) -> None:
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
-    @app.delete("/v1/extensions/{name}")
+    @routes.REMOVE.serve(app)
     async def remove(name: str) -> dict[str, Any]:
         try:
             record = await ext.remove(name)
