@@ -85,8 +85,8 @@ class Client:
 
     def call(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Any:
         """Call *route* (path parameters as keywords); its answer, checked against the route's shape."""
-        answer = self.request(route.method, route.path_for(**path), params, body, None if route.waits else ...)
-        return checked(route, answer)
+        target = route.path_for(**path)
+        return checked(route, self.request(route.method, target, params, body, None if route.waits else ...), target)
 
     def open(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Iterator[bytes]:
         """A streaming route's answer (a log, events, an install), chunk by chunk, for as long as it comes."""
@@ -100,15 +100,16 @@ class Client:
 
     def lines(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Iterator[Any]:
         """An NDJSON stream's items as they come, each checked against the route's shape."""
+        target = route.path_for(**path)
         buf = b""
         for chunk in self.open(route, params, body, **path):
             buf += chunk
             *complete, buf = buf.split(b"\n")
             if len(buf) > MAX_LINE:
-                raise ClientError(f"a line of {route.method} {route.path} is longer than {MAX_LINE} bytes")
+                raise ClientError(f"a line of {route.method} {target} is longer than {MAX_LINE} bytes")
             for line in complete:
                 if line.strip():
-                    yield checked(route, parse_line(route, line))
+                    yield checked(route, parse_line(route, line, target), target)
 
     # The routes scripts use most, by name.
     def daemon(self) -> dict[str, Any]:
@@ -137,17 +138,17 @@ class Client:
         return self.call(routes.PROCESSES, {"service": service_id} if service_id else None)  # type: ignore[no-any-return]
 
 
-def parse_line(route: Route, line: bytes) -> Any:
+def parse_line(route: Route, line: bytes, target: str) -> Any:
     try:
         return json.loads(line)
     except ValueError:
-        raise ClientError(f"a line of {route.method} {route.path} is not JSON") from None
+        raise ClientError(f"a line of {route.method} {target} is not JSON") from None
 
 
-def checked(route: Route, answer: Any) -> Any:
+def checked(route: Route, answer: Any, target: str) -> Any:
     """*answer* when it has the route's shape; a :class:`ClientError` saying what is wrong otherwise."""
     try:
         check(route.answer, answer)
     except ShapeError as exc:
-        raise ClientError(f"unexpected answer to {route.method} {route.path}: {exc}") from None
+        raise ClientError(f"unexpected answer to {route.method} {target}: {exc}") from None
     return answer

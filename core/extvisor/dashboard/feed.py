@@ -71,16 +71,18 @@ class Feed:
     async def call(self, route: Route, params: dict[str, Any] | None = None, **path: str) -> Any:
         """Call *route* (path parameters as keywords); its answer, checked against the route's shape."""
         kw: dict[str, Any] = {"timeout": None} if route.waits else {}  # a stop answers once the service is down
+        target = route.path_for(**path)
         try:
-            r = await self._http.request(route.method, route.path_for(**path), params=params, **kw)
+            r = await self._http.request(route.method, target, params=params, **kw)
         except (httpx.TransportError, OSError) as exc:
             raise self._unreachable(exc) from None
         if r.status_code >= 400:
             raise ApiError(_detail(r))
         try:
-            return _checked(route, r.json())
+            answer = r.json()
         except ValueError:
-            raise ApiError(f"the answer to {route.method} {route.path} is not JSON") from None
+            raise ApiError(f"the answer to {route.method} {target} is not JSON") from None
+        return _checked(route, answer, target)
 
     async def daemon(self) -> dict[str, Any]:
         return await self.call(routes.DAEMON)  # type: ignore[no-any-return]
@@ -114,7 +116,7 @@ class Feed:
         """Every service's state changes from now on. The daemon subscribes before it
         answers, so a snapshot read after entering misses nothing."""
         async with self._stream(routes.EVENTS, {"follow": "true", "tail": 0}) as chunks:
-            yield _ndjson(routes.EVENTS, chunks)
+            yield _ndjson(routes.EVENTS, routes.EVENTS.path, chunks)
 
     @asynccontextmanager
     async def logs(self, service_id: str, tail: int) -> AsyncIterator[AsyncIterator[list[str]]]:
@@ -124,23 +126,23 @@ class Feed:
             yield _lines(chunks)
 
 
-def _checked(route: Route, answer: Any) -> Any:
+def _checked(route: Route, answer: Any, target: str) -> Any:
     try:
         check(route.answer, answer)
     except ShapeError as exc:
-        raise ApiError(f"unexpected answer to {route.method} {route.path}: {exc}") from None
+        raise ApiError(f"unexpected answer to {route.method} {target}: {exc}") from None
     return answer
 
 
-async def _ndjson(route: Route, chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def _ndjson(route: Route, target: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     async for lines in _lines(chunks):
         for line in lines:
             if line.strip():
                 try:
                     item = json.loads(line)
                 except ValueError:
-                    raise ApiError(f"a line of {route.method} {route.path} is not JSON") from None
-                yield _checked(route, item)
+                    raise ApiError(f"a line of {route.method} {target} is not JSON") from None
+                yield _checked(route, item, target)
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
