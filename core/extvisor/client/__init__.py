@@ -1,13 +1,15 @@
 """The client: talking to daemons' APIs and showing what they answer.
 
 Holds HTTP/1.1 over a Unix socket or TCP with TLS (``wire``), the API client the CLI and
-scripts use (``http``), many nodes at once, called in parallel (``nodes``), the extension
-routes' calls (``extensions``) and the plain-text formatting shared by the CLI and the
-dashboard (``format``). It must stay light, so that a CLI call answers fast.
+scripts use (``http``: each call a route of ``extvisor.shared.routes``, its answer checked
+against the route's shape), many nodes at once, called in parallel (``nodes``) and the
+plain-text formatting shared by the CLI and the dashboard (``format``, control characters
+shown). It must stay light, so that a CLI call answers fast.
 
-May import: ``extvisor.remote``, ``extvisor.documents`` and the plugin surface. Never
-``extvisor.server``, ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.oci`` or
-``extvisor.plugins`` (no FastAPI, uvicorn, runtime or backend behind a CLI call).
+May import: ``extvisor.remote``, ``extvisor.shared`` (the route table, the defaults),
+``extvisor.documents`` and the plugin surface. Never ``extvisor.server``, ``extvisor.runtime``,
+``extvisor.extensions``, ``extvisor.oci`` or ``extvisor.plugins`` (no FastAPI, uvicorn,
+pydantic, runtime or backend behind a CLI call).
 """
 
 from extvisor import _moved

@@ -5,9 +5,9 @@ Monitor screen and host line (``monitor``), the model of what it shows (``model`
 feed that reads the API, locally or from a node over TLS (``feed``) and the formatting of
 cells (``format``).
 
-May import: ``extvisor.client``, ``extvisor.remote`` and the plugin surface. Never
-``extvisor.server``, ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.oci`` or
-``extvisor.plugins``: it talks to the daemon only through the API, so it works the same
+May import: ``extvisor.client``, ``extvisor.remote``, ``extvisor.shared`` (the routes it
+calls) and the plugin surface. Never ``extvisor.server``, ``extvisor.runtime``,
+``extvisor.extensions``, ``extvisor.oci`` or ``extvisor.plugins``: it talks to the daemon only through the API, so it works the same
 against a remote node.
 """
 

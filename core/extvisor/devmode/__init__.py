@@ -5,8 +5,8 @@ the run itself with its file watcher (``run``).
 
 May import: ``extvisor.server`` (it runs the daemon in-process), ``extvisor.runtime``,
 ``extvisor.extensions`` (the project layout it shares with ``extensions build``),
-``extvisor.plugins``, ``extvisor.documents`` and the plugin surface. Never ``extvisor.cli``
-or ``extvisor.dashboard``.
+``extvisor.shared`` (dev mode's defaults), ``extvisor.plugins``, ``extvisor.documents`` and
+the plugin surface. Never ``extvisor.cli`` or ``extvisor.dashboard``.
 """
 
 from extvisor import _moved

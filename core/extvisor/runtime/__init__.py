@@ -8,7 +8,7 @@ service needs from its supervisor (``host``: a Protocol), waiting for several co
 what each service costs (``stats``) and what a daemon records for the next to adopt
 (``adoption``).
 
-May import: ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents`` and the plugin
-surface. Never ``extvisor.server``, ``extvisor.client``, ``extvisor.cli``,
-``extvisor.dashboard``, ``extvisor.extensions`` or ``extvisor.remote``.
+May import: ``extvisor.shared`` (the defaults), ``extvisor.oci``, ``extvisor.plugins``,
+``extvisor.documents`` and the plugin surface. Never ``extvisor.server``, ``extvisor.client``,
+``extvisor.cli``, ``extvisor.dashboard``, ``extvisor.extensions`` or ``extvisor.remote``.
 """

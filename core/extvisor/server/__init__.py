@@ -9,6 +9,7 @@ daemon and their routes (``extensions``, ``routes_extensions``), and the TLS lis
 its role check (``remote``).
 
 May import: ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.remote``,
-``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents`` and the plugin surface. Never
+``extvisor.shared`` (the route table it serves, the defaults), ``extvisor.oci``,
+``extvisor.plugins``, ``extvisor.documents`` and the plugin surface. Never
 ``extvisor.client``, ``extvisor.cli``, ``extvisor.dashboard`` or ``extvisor.devmode``.
 """
