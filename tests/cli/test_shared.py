@@ -101,3 +101,17 @@ def test_dev_config_keeps_dev_modes_defaults(tmp_path):
     assert config.supervisor == {"restart_delay": defaults.DEV_RESTART_DELAY,
                                  "restart_max_delay": defaults.DEV_RESTART_MAX_DELAY,
                                  "stop_timeout": defaults.DEV_STOP_TIMEOUT}  # fmt: skip
+
+
+def test_the_client_sends_only_what_a_route_takes(tmp_path):
+    # Checked before connecting: no daemon is needed to see it refused.
+    from extvisor.client.http import Client
+    from extvisor.shared import routes
+
+    client = Client(str(tmp_path / "none.sock"))
+    with pytest.raises(ShapeError, match=r"^request.strict: expected a boolean, got a string$"):
+        next(client.lines(routes.INSTALL, body={"refs": ["x"], "cwd": "/", "strict": "yes"}))
+    with pytest.raises(ValueError, match="takes no body"):
+        client.call(routes.SERVICES, body={"x": 1})
+    with pytest.raises(ValueError, match="action must be one of start, stop, restart"):
+        client.call(routes.ACTION, service_id="ext-a", action="exec")

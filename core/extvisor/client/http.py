@@ -86,10 +86,12 @@ class Client:
     def call(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Any:
         """Call *route* (path parameters as keywords); its answer, checked against the route's shape."""
         target = route.path_for(**path)
+        _check_request(route, body)
         return checked(route, self.request(route.method, target, params, body, None if route.waits else ...), target)
 
     def open(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Iterator[bytes]:
         """A streaming route's answer (a log, events, an install), chunk by chunk, for as long as it comes."""
+        _check_request(route, body)
         response = self._open(route.method, route.path_for(**path), params, body, self.timeout, read_timeout=None)
         try:
             yield from response.iter_raw()
@@ -136,6 +138,15 @@ class Client:
 
     def processes(self, service_id: str | None = None) -> list[dict[str, Any]]:
         return self.call(routes.PROCESSES, {"service": service_id} if service_id else None)  # type: ignore[no-any-return]
+
+
+def _check_request(route: Route, body: Any) -> None:
+    """A body the route does not take is a mistake of ours: said before anything is sent."""
+    if route.request is None:
+        if body is not None:
+            raise ValueError(f"{route.method} {route.path} takes no body")
+    else:
+        check(route.request, body, "request")
 
 
 def parse_line(route: Route, line: bytes, target: str) -> Any:
