@@ -115,7 +115,8 @@ def supervisor_options(dev: bool = False) -> dict[str, click.Option]:
                                      help="A host service specs may depend on (e.g. cri): assumed up, or up once "
                                           "PATH exists. Repeatable."),
         "strict": click.Option(["--strict"], is_flag=True, help="Treat warnings in service files as errors."),
-        "restart_delay": click.Option(["--restart-delay"], type=float, default=value["restart_delay"], show_default=True,
+        "restart_delay": click.Option(["--restart-delay"], type=float, default=value["restart_delay"],
+                                      show_default=True,
                                       help="First delay before a restart, seconds (doubles after each quick crash)."),
         "restart_max_delay": click.Option(["--restart-max-delay"], type=float, default=value["restart_max_delay"],
                                           show_default=True,

@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from extvisor.cli.common import (
-    Where, all_items, answers, emit, finish, labelled, node_column, node_error, node_options, output_option, prefix, run,
+    Where, all_items, answers, emit, finish, labelled, node_column, node_error, node_options, output_option, prefix,
+    run,
 )
 from extvisor.client.format import printable
 from extvisor.shared import routes

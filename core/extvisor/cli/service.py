@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from extvisor.cli.common import (
-    Where, all_items, answers, complete_service_id, each_answer, emit, finish, labelled, node_column, node_error, node_options,
-    output_option, prefix, run,
+    Where, all_items, answers, complete_service_id, each_answer, emit, finish, labelled, node_column, node_error,
+    node_options, output_option, prefix, run,
 )
 from extvisor.client.format import go_duration, health_text, printable, table
 from extvisor.shared import routes
@@ -42,7 +42,8 @@ def services(where: Where, output: str) -> None:
             for s in o.value:
                 last = s["events"][-1] if s["events"] else None
                 change = f"{go_duration(now - last['ts'])} ago" if last else " ago"
-                rows.append((o.target.label, [s["id"], s["state"], health_text(s), change, last["msg"] if last else "<none>"]))
+                row = [s["id"], s["state"], health_text(s), change, last["msg"] if last else "<none>"]
+                rows.append((o.target.label, row))
         if rows or not fl.remote:
             click.echo(table(node_column(fl, ["SERVICE", "STATE", "HEALTH", "LAST CHANGE", "LAST EVENT"], rows)))
         finish(outcomes)
@@ -158,7 +159,8 @@ def events(follow: bool, tail: int, where: Where, output: str) -> None:
                 click.echo(json.dumps(labelled(fl, t, e)))
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
-                click.echo(f"{prefix(fl, t)}{stamp} {printable(e['service'])} [{printable(e['state'])}]: {printable(e['msg'])}")
+                text = f"{stamp} {e['service']} [{e['state']}]: {e['msg']}"
+                click.echo(prefix(fl, t) + printable(text))
 
         def error(t, message: str) -> None:  # type: ignore[no-untyped-def]
             failed.append(t.label)
