@@ -189,6 +189,14 @@ def test_every_other_client_command_survives_the_odd_node(nodes: dict) -> None:
                                                "'progress' or 'installed' or 'error'")  # fmt: skip
 
 
+def test_a_time_no_clock_shows_is_not_a_crash(nodes: dict) -> None:
+    answers(nodes, lambda m, p: (200, b'{"service": "ext-x", "state": "Running", "msg": "m", "ts": 1e300}\n',
+                                 "application/x-ndjson"))  # fmt: skip
+    r = cli(nodes, "events", "--no-follow", "--tail", "1", "-n", nodes["odd_label"])
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == f"{nodes['odd_label']}: --:--:-- ext-x [Running]: m\n"
+
+
 def test_invalid_json_is_one_line_too(nodes: dict) -> None:
     answers(nodes, lambda m, p: (200, b"{not json", "application/json"))
     r = cli(nodes, "services")

@@ -142,6 +142,13 @@ def logs(service_id: str, follow: bool, tail: int, where: Where) -> None:
             sys.exit(1)
 
 
+def _clock(ts: float) -> str:
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):  # a time no clock shows (a node's odd answer)
+        return "--:--:--"
+
+
 @click.command()
 @click.option("-f", "--follow/--no-follow", default=True, help="Keep printing new events.")
 @click.option("--tail", type=int, default=0, help="Replay this many past events first.")
@@ -158,7 +165,7 @@ def events(follow: bool, tail: int, where: Where, output: str) -> None:
             if output == "json":
                 click.echo(json.dumps(labelled(fl, t, e)))
             else:
-                stamp = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
+                stamp = _clock(e["ts"])
                 text = f"{stamp} {e['service']} [{e['state']}]: {e['msg']}"
                 click.echo(prefix(fl, t) + printable(text))
 
