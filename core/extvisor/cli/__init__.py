@@ -8,8 +8,8 @@ schema, plugins), ``daemon``, ``service`` (services, service, logs, events), ``s
 
 May import: every other part (``extvisor.dashboard``, ``extvisor.devmode``,
 ``extvisor.server``, ``extvisor.client``, ``extvisor.runtime``, ``extvisor.extensions``,
-``extvisor.remote``, ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents``) and the
-plugin surface. Nothing imports the CLI.
+``extvisor.remote``, ``extvisor.shared``, ``extvisor.oci``, ``extvisor.plugins``,
+``extvisor.documents``) and the plugin surface. Nothing imports the CLI.
 """
 
 from extvisor.cli.main import main
