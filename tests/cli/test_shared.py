@@ -57,7 +57,8 @@ def client_commands() -> dict[str, click.Command]:
 
     cmds = {c.name: c for c in (service.services, service.service, service.logs, service.events, stats.stats,
                                  stats.processes, dashboard.dashboard, extensions.extensions)}  # fmt: skip
-    cmds.update({f"extensions {n}": c for n, c in extensions.extensions.commands.items() if n != "validate"})
+    cmds.update({f"extensions {n}": c for n, c in extensions.extensions.commands.items()
+                 if n not in ("validate", "build")})  # local: no daemon
     return cmds  # type: ignore[return-value]
 
 
