@@ -101,17 +101,23 @@ class Client:
             response.close()
 
     def lines(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Iterator[Any]:
-        """An NDJSON stream's items as they come, each checked against the route's shape."""
+        """An NDJSON stream's items as they come, each checked against the route's shape.
+
+        Closing the iterator early closes the connection, which cancels an install on the node."""
         target = route.path_for(**path)
+        chunks = self.open(route, params, body, **path)
         buf = b""
-        for chunk in self.open(route, params, body, **path):
-            buf += chunk
-            *complete, buf = buf.split(b"\n")
-            if len(buf) > MAX_LINE:
-                raise ClientError(f"a line of {route.method} {target} is longer than {MAX_LINE} bytes")
-            for line in complete:
-                if line.strip():
-                    yield checked(route, parse_line(route, line, target), target)
+        try:
+            for chunk in chunks:
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                if len(buf) > MAX_LINE:
+                    raise ClientError(f"a line of {route.method} {target} is longer than {MAX_LINE} bytes")
+                for line in complete:
+                    if line.strip():
+                        yield checked(route, parse_line(route, line, target), target)
+        finally:
+            chunks.close()  # closing early (Ctrl-C) closes the connection: the node stops an install
 
     # The routes scripts use most, by name.
     def daemon(self) -> dict[str, Any]:
