@@ -20,6 +20,7 @@ EVENT = {"service": str, "ts": float}
     ([EVENT], []), ([EVENT], [{"service": "a", "ts": 1, "extra": "a newer daemon's"}]),
     (Maybe(int), None), (Maybe(int), 4), (Map(int), {"Running": 2}), (Map([[float]]), {"a": [[1.0, 2, 3]]}),
     (OneOf({"progress": dict}, {"error": str}), {"error": "x"}),
+    ({"id": str, "verified?": str}, {"id": "0"}), ({"id": str, "verified?": str}, {"id": "0", "verified": "none"}),
 ])  # fmt: skip
 def test_values_of_the_shape_pass(shape, value):
     check(shape, value)
@@ -34,6 +35,7 @@ def test_values_of_the_shape_pass(shape, value):
     ({"n": float}, {"n": math.inf}, "answer.n: expected a number, got a number out of range"),
     ({"n": float}, {"n": math.nan}, "answer.n: expected a number, got a number out of range"),
     ({"s": str}, {"s": None}, "answer.s: expected a string, got null"),
+    ({"v?": str}, {"v": 1}, "answer.v: expected a string, got a number"),
     (Maybe(int), "1", "answer: expected an integer, got a string"),
     (Map(int), {"a\x1b": "x"}, "answer[…]: expected an integer, got a string"),
     (OneOf({"progress": dict}, {"error": str}), {"x": 1}, "answer: none of 'progress' or 'error'"),
@@ -57,16 +59,23 @@ def client_commands() -> dict[str, click.Command]:
 
     cmds = {c.name: c for c in (service.services, service.service, service.logs, service.events, stats.stats,
                                  stats.processes, dashboard.dashboard, extensions.extensions)}  # fmt: skip
-    cmds.update({f"extensions {n}": c for n, c in extensions.extensions.commands.items()
-                 if n not in ("validate", "build")})  # local: no daemon
+    cmds.update({f"extensions {n}": extensions.extensions.commands[n] for n in ("install", "remove")})
     return cmds  # type: ignore[return-value]
 
 
+def _node_options(cmd: click.Command) -> dict:
+    return {p.name: (tuple(p.opts), p.help, p.multiple, p.envvar) for p in cmd.params
+            if p.name in ("socket_path", "nodes", "endpoints", "context", "config_file")}  # fmt: skip
+
+
 def test_every_client_command_takes_the_same_node_options():
+    from extvisor.cli.extensions import extensions
+
+    for name, cmd in extensions.commands.items():  # the local ones (validate, build, sign) take none
+        assert len(_node_options(cmd)) in (0, 5), name
     seen = {}
     for name, cmd in client_commands().items():
-        options = {p.name: (tuple(p.opts), p.help, p.multiple, p.envvar) for p in cmd.params
-                   if p.name in ("socket_path", "nodes", "endpoints", "context", "config_file")}  # fmt: skip
+        options = _node_options(cmd)
         assert len(options) == 5, name
         seen[name] = options
     assert len({repr(sorted(o.items())) for o in seen.values()}) == 1

@@ -99,7 +99,7 @@ ACTION_RESULT = {"id": str, "action": str, "message": str}
 EXTENSION = {
     "id": str, "name": str, "version": str, "author": str, "description": str, "digest": str, "ref": str,
     "services": [str], "arch": str, "media_type": str, "compatibility": str, "installed_at": float,
-    "warnings": [str],
+    "warnings": [str], "verified?": str, "verified_rule?": str,
 }  # fmt: skip
 INSTALL_REQUEST = {"refs": [str], "cwd": str, "strict": bool, "allow_setuid": bool}
 INSTALL_LINE = OneOf(

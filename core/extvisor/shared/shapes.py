@@ -8,6 +8,7 @@ keeps them equal to the server's models. A shape is:
   ``dict`` (any object), ``list`` (any array);
 - ``[shape]``: an array of that shape;
 - ``{"key": shape, ...}``: an object with at least these keys (a newer daemon may add some);
+  a key written ``"key?"`` may be missing (an older daemon's answer), and has the shape when not;
 - :class:`Maybe` (``null`` too), :class:`Map` (an object of any keys), :class:`OneOf`.
 
 The error names where the value went wrong and what was wrong, never the value itself: it
@@ -106,7 +107,11 @@ def check(shape: Any, value: Any, where: str = "answer") -> None:
         if not isinstance(value, dict):
             raise _fail(where, "an object", value)
         for key, inner in shape.items():
-            if key not in value:
+            if key.endswith("?"):
+                key = key[:-1]
+                if key not in value:
+                    continue
+            elif key not in value:
                 raise ShapeError(f"{where}: no {key!r}")
             check(inner, value[key], f"{where}.{key}")
     elif isinstance(shape, Maybe):
