@@ -212,3 +212,23 @@ def test_validate_refuses_a_nameless_environment_entry_without_printing_it(tmp_p
     assert where == [("cfg.yaml", 4, "environment.0"), ("svc.yaml", 3, "container.environment.0"),
                      ("svc.yaml", 3, "container.environment.1")]  # fmt: skip
     assert "hunter2" not in result.output
+
+
+def test_schema_of_image_verification_config():
+    import jsonschema  # a dev dependency
+
+    schema = json.loads(run("schema", "--kind", "image-verification").stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    check = jsonschema.Draft202012Validator(schema)
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n"
+    good = {"apiVersion": "v1alpha1", "kind": "ImageVerificationConfig", "rules": [
+        {"image": "registry.example.com/extensions/*", "publicKey": {"certificate": pem}},
+        {"image": "registry.example.com/experimental/*", "skip": True},
+        {"image": "*", "deny": True}]}  # fmt: skip
+    assert not list(check.iter_errors(good))
+    for bad_rule in ({"image": "r/x", "skip": True, "deny": True}, {"image": "r/x"},
+                     {"image": "r/x", "keyless": {"issuer": "i"}}, {"image": "r/x@sha256:ab", "deny": True}):  # fmt: skip
+        assert list(check.iter_errors({**good, "rules": [bad_rule]})), bad_rule
+    both = json.loads(run("schema").stdout)
+    jsonschema.Draft202012Validator.check_schema(both)
+    assert not list(jsonschema.Draft202012Validator(both).iter_errors(good))

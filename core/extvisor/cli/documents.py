@@ -51,10 +51,10 @@ def validate(paths: tuple[str, ...], strict: bool, output: str) -> None:
 @click.command()
 @click.option(
     "--kind",
-    type=click.Choice(["service", "config", "all"]),
+    type=click.Choice(["service", "config", "image-verification", "all"]),
     default="all",
     show_default=True,
-    help="service spec, ExtensionServiceConfig, or one schema accepting either.",
+    help="service spec, ExtensionServiceConfig, ImageVerificationConfig, or one schema accepting any.",
 )
 def schema(kind: str) -> None:
     """Print the JSON Schema of the documents (depends keys from the installed plugins)."""

@@ -1,4 +1,4 @@
-"""JSON Schema of the two documents, for editors (``extvisor schema``).
+"""JSON Schema of the documents, for editors (``extvisor schema``).
 
 The service schema's ``depends`` items come from the registered condition kinds, so a
 third party's key (``tcp: host:port``) appears once its plugin is installed. Unknown keys
@@ -80,10 +80,35 @@ def config_schema() -> dict[str, Any]:
     return {"$schema": DIALECT, **schema}
 
 
+def image_verification_schema() -> dict[str, Any]:
+    """Talos v1.13's ImageVerificationConfig as extvisor reads it (documents/imageverify.py):
+    each rule an ``image`` glob and exactly one of publicKey, skip, deny; no keyless."""
+    glob = {"type": "string", "minLength": 1, "pattern": "^[^@]*$",
+            "description": "glob on the normalized registry/repository (never tag or digest); * matches / too"}  # fmt: skip
+    choice = [
+        {"required": ["publicKey"], "properties": {"publicKey": {
+            "type": "object", "required": ["certificate"], "additionalProperties": False,
+            "properties": {"certificate": {"type": "string", "description": "a PEM public key (cosign.pub) or certificate"}},
+        }}},
+        {"required": ["skip"], "properties": {"skip": {"const": True, "description": "allow unverified"}}},
+        {"required": ["deny"], "properties": {"deny": {"const": True, "description": "refuse"}}},
+    ]  # fmt: skip
+    rule = {"type": "object", "required": ["image"], "additionalProperties": False,
+            "properties": {"image": glob, "publicKey": {}, "skip": {}, "deny": {}}, "oneOf": choice}  # fmt: skip
+    return {
+        "$schema": DIALECT, "title": "ImageVerificationConfig (extvisor)", "type": "object",
+        "required": ["apiVersion", "kind", "rules"], "additionalProperties": False,
+        "properties": {"apiVersion": {"const": "v1alpha1"}, "kind": {"const": "ImageVerificationConfig"},
+                       "rules": {"type": "array", "items": rule, "description": "in order; the first match decides"}},
+    }  # fmt: skip
+
+
 def combined_schema(kinds: Mapping[str, ConditionKind]) -> dict[str, Any]:
-    """Either document: one schema an editor can use for every extvisor YAML file."""
+    """Any document: one schema an editor can use for every extvisor YAML file."""
     defs: dict[str, Any] = {}
-    for name, schema in (("ServiceSpec", service_schema(kinds)), ("ExtensionServiceConfig", config_schema())):
+    parts = (("ServiceSpec", service_schema(kinds)), ("ExtensionServiceConfig", config_schema()),
+             ("ImageVerificationConfig", image_verification_schema()))  # fmt: skip
+    for name, schema in parts:
         schema = dict(schema)
         schema.pop("$schema")
         defs.update(schema.pop("$defs", {}))
@@ -91,7 +116,7 @@ def combined_schema(kinds: Mapping[str, ConditionKind]) -> dict[str, Any]:
     return {
         "$schema": DIALECT,
         "title": "extvisor documents",
-        "oneOf": [{"$ref": "#/$defs/ServiceSpec"}, {"$ref": "#/$defs/ExtensionServiceConfig"}],
+        "oneOf": [{"$ref": f"#/$defs/{name}"} for name, _ in parts],
         "$defs": defs,
     }
 
@@ -101,4 +126,6 @@ def schema_for(kind: str, kinds: Mapping[str, ConditionKind]) -> dict[str, Any]:
         return service_schema(kinds)
     if kind == "config":
         return config_schema()
+    if kind == "image-verification":
+        return image_verification_schema()
     return combined_schema(kinds)
