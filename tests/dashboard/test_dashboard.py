@@ -189,3 +189,33 @@ def test_model_never_duplicates_events_after_a_refetch_during_a_burst():
     for event in burst[1:]:
         assert model.apply(event) is False
     assert [e["msg"] for e in model.services["ext-a"]["events"]] == [e["msg"] for e in burst]
+
+
+async def test_what_a_service_says_is_shown_not_obeyed(tmp_path: Path) -> None:
+    """A failing service's last output lands in its Failed event: Rich markup in it is shown
+    as text and never breaks a widget (a DataTable cell or a Static would parse it)."""
+    d = DaemonProcess(tmp_path)
+    add_service(d, "rogue", r"printf '\033]0;pwned\007 [/] [bold]x\n'; exit 3", restart="never")
+    d.start()
+    try:
+        app = DashboardApp(str(d.socket), max_backoff=0.5)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await until(pilot, lambda: app.model.services.get("ext-rogue", {}).get("state") == "Failed", "rogue failed")
+            await pilot.pause(0.3)
+            assert "[/] [bold]x" in cell(app, "ext-rogue", "event") or "…" in cell(app, "ext-rogue", "event")
+            app.table.move_cursor(row=app.table.get_row_index("ext-rogue"))
+            await pilot.pause(0.3)
+            pane = str(app.query_one(EventsPane).query_one("#events-body").render())
+            assert "[/] [bold]x" in pane and "\x1b" not in pane and "\x07" not in pane
+    finally:
+        d.stop()
+
+
+def test_a_nodes_escape_sequences_are_shown_not_obeyed() -> None:
+    """What another node sends (ids, messages) reaches the screen cat -v style (CVE-2021-25743)."""
+    from extvisor.dashboard.format import event_line, last_event
+
+    event = {"service": "ext-x", "state": "Failed\x1b[2J", "msg": "bad \x1b]0;pwned\x07 [/]", "ts": time.time()}
+    line = event_line(event, time.time()).plain
+    assert "^[[2J" in line and "^[]0;pwned^G [/]" in line and "\x1b" not in line
+    assert last_event({"events": [event]}) == "bad ^[]0;pwned^G [/]"

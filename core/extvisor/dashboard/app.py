@@ -19,12 +19,14 @@ import asyncio
 import time
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input
 
+from extvisor.client.format import printable
 from extvisor.dashboard.feed import ApiError, Feed, Unreachable
 from extvisor.dashboard.keys import ServiceKeys
 from extvisor.dashboard.model import Model
@@ -210,7 +212,7 @@ class DashboardApp(ServiceKeys, App[None]):
         view = self.view
         what = f"node {view.label} not reachable" if view.label else f"daemon not reachable at {self.socket_path}"
         retry = f"retrying in {delay:g}s" if delay is not None else "retrying"
-        self.banner.update(f"{what} — {retry} ({view.offline_reason})")
+        self.banner.update(Text(printable(f"{what} — {retry} ({view.offline_reason})")))
         self.banner.add_class("-shown")
 
     def on_service_event(self, view: NodeView, event: dict[str, Any]) -> None:
@@ -279,7 +281,7 @@ class DashboardApp(ServiceKeys, App[None]):
         if sid != self._log_service:
             self._log_service = sid
             pane = self.log_pane
-            pane.reset(f"Log · {sid}" if sid else "Log")
+            pane.reset(f"Log · {printable(sid)}" if sid else "Log")
             if sid:
                 self.follow_log(sid)
             else:
@@ -294,7 +296,7 @@ class DashboardApp(ServiceKeys, App[None]):
         while True:
             await view.online.wait()
             if not first:
-                pane.reset(f"Log · {sid}")  # a new connection re-reads the tail
+                pane.reset(f"Log · {printable(sid)}")  # a new connection re-reads the tail
             first = False
             try:
                 async with view.feed.logs(sid, tail=self.log_tail) as batches:

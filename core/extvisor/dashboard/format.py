@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.text import Text
 
-from extvisor.client.format import go_duration, health_text
+from extvisor.client.format import go_duration, health_text, printable
 
 __all__ = ["go_duration", "health_text", "state_style", "state_text", "since", "event_line", "matches"]
 
@@ -56,15 +56,15 @@ def last_event(service: dict[str, Any], width: int = 120) -> str:
     events = service.get("events") or []
     if not events:
         return "<none>"
-    msg = " ".join(events[-1]["msg"].split())
+    msg = printable(" ".join(events[-1]["msg"].split()))
     return msg if len(msg) <= width else msg[: width - 1] + "…"
 
 
 def event_line(event: dict[str, Any], now: float) -> Text:
     """``[State]: msg (12s ago)``, as ``talosctl service ID``; the state coloured."""
     out = Text()
-    out.append(f"[{event['state']}]", style=state_style(event["state"]))
-    out.append(f": {event['msg']} ")
+    out.append(f"[{printable(event['state'])}]", style=state_style(event["state"]))
+    out.append(f": {printable(event['msg'])} ")
     out.append(f"({go_duration(now - event['ts'])} ago)", style="dim")
     return out
 

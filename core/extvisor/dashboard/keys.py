@@ -7,9 +7,11 @@ box, model, selected node and ``mark_dirty``.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from textual import work
 
+from extvisor.client.format import printable
 from extvisor.dashboard.feed import ApiError, Unreachable
 from extvisor.dashboard.widgets import ConfirmStop
 
@@ -47,21 +49,25 @@ class ServiceKeys:
     @work(exit_on_error=False)
     async def perform(self, sid: str, action: str) -> None:
         if action != "start":
-            self.notify(f"{ACTING[action]} {sid}…", timeout=2)
+            self.say(f"{ACTING[action]} {sid}…", timeout=2)
         view = self.view  # the node selected when the key was pressed
         try:
             message = await view.feed.action(sid, action)
         except Unreachable as exc:
-            self.notify(f"{action} {sid}: daemon not reachable ({exc})", severity="error")
+            self.say(f"{action} {sid}: daemon not reachable ({exc})", severity="error")
             return
         except ApiError as exc:
-            self.notify(f"{action} {sid}: {exc}", severity="error")
+            self.say(f"{action} {sid}: {exc}", severity="error")
             return
         except Exception as exc:  # noqa: BLE001
-            self.notify(f"{action} {sid}: {type(exc).__name__}: {exc}", severity="error")
+            self.say(f"{action} {sid}: {type(exc).__name__}: {exc}", severity="error")
             return
-        self.notify(message)
+        self.say(message)
         self.mark_dirty(sid, view)
+
+    def say(self, text: str, **kw: Any) -> None:
+        """A notification of what a node said: neither markup nor escape sequences."""
+        self.notify(printable(text), markup=False, **kw)
 
     def action_filter(self) -> None:
         box = self.filter_box

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, RichLog, Static
 
 from extvisor.dashboard.format import event_line, go_duration, health_cell, last_event, matches, since, state_style, state_text
+from extvisor.client.format import printable
 
 COLUMNS = (("id", "SERVICE"), ("state", "STATE"), ("health", "HEALTH"), ("restarts", "RESTARTS"),
            ("since", "UPTIME / SINCE"), ("event", "LAST EVENT"))  # fmt: skip
@@ -78,12 +79,12 @@ class ServiceTable(DataTable):
 
     def cells(self, service: dict[str, Any], now: float) -> dict[str, Any]:
         return {
-            "id": service["id"],
+            "id": Text(printable(service["id"])),  # Text: a node's id is neither markup nor escapes
             "state": state_text(service["state"]),
             "health": health_cell(service),
             "restarts": Text(str(service.get("restarts", 0)), justify="right"),
             "since": since(service, now),
-            "event": last_event(service, self.event_width),
+            "event": Text(last_event(service, self.event_width)),
         }
 
     @property
@@ -150,11 +151,11 @@ class EventsPane(VerticalScroll):
             self.border_title = "Events"
             body.update(Text("no service selected", style="dim"))
             return
-        self.border_title = f"Events · {service['id']}"
+        self.border_title = f"Events · {printable(service['id'])}"
         out = Text()
         health = service.get("health") or {}
         if health.get("last_message"):
-            out.append(f"health: {health['last_message']}\n", style="italic")
+            out.append(f"health: {printable(health['last_message'])}\n", style="italic")
         events = service.get("events") or []
         for i, e in enumerate(reversed(events)):
             if i:
@@ -219,7 +220,7 @@ class ConfirmStop(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Grid(id="confirm"):
-            yield Label(f"Stop {self.service_id}?\nIt stays stopped until started again (s).", id="question")
+            yield Label(Text(f"Stop {printable(self.service_id)}?\nIt stays stopped until started again (s)."), id="question")
             yield Button("Stop (y)", variant="error", id="yes")
             yield Button("Cancel (n)", variant="primary", id="no")
 
