@@ -32,6 +32,7 @@ _PUBLIC = {
     "ConditionContext": "extvisor.protocols",
     "ContainerHandle": "extvisor.protocols",
     "ExitStatus": "extvisor.protocols",
+    "ExecResult": "extvisor.protocols",
     "LaunchRequest": "extvisor.protocols",
     "ContainerStats": "extvisor.protocols",
     "BackendOption": "extvisor.records",
@@ -39,6 +40,7 @@ _PUBLIC = {
     "ConditionKind": "extvisor.records",
     "LoadContext": "extvisor.records",
     "LoadedService": "extvisor.records",
+    "Health": "extvisor.state",
     "ServiceEvent": "extvisor.state",
     "State": "extvisor.state",
 }
@@ -51,12 +53,12 @@ if TYPE_CHECKING:
 
     from extvisor.protocols import (
         Backend, BackendConfig, BackendError, BackendUnavailable, Condition, ConditionContext,
-        ContainerHandle, ExitStatus, LaunchRequest,
+        ContainerHandle, ExecResult, ExitStatus, LaunchRequest,
     )  # fmt: skip
     from extvisor.records import BackendOption, BackendType, ConditionKind, LoadContext, LoadedService
     from extvisor.documents.findings import Finding, LoadError, SpecWarning
     from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
-    from extvisor.state import ServiceEvent, State
+    from extvisor.state import Health, ServiceEvent, State
 
     hookimpl: pluggy.HookimplMarker
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from extvisor.documents.models import ExtensionServiceConfig, ServiceSpec
+    from extvisor.state import Health
 
 
 class BackendError(Exception):
@@ -69,6 +70,19 @@ class ContainerStats:
     @property
     def process_count(self) -> int:
         return self.processes if self.processes is not None else len(self.pids)
+
+
+#: how much of an exec's output is kept (Docker's ``maxOutputLen``)
+EXEC_OUTPUT_MAX = 4096
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command run inside a running container ended (:meth:`Backend.exec`)."""
+
+    exit_code: int | None  #: ``None`` when it was killed at its timeout
+    output: bytes = b""  #: stdout and stderr together, the first :data:`EXEC_OUTPUT_MAX` bytes
+    timed_out: bool = False
 
 
 class LogSink(Protocol):
@@ -137,6 +151,16 @@ class Backend(Protocol):
     # reading), or None (no such container, or the backend cannot adopt): cleanup() then
     # removes it and the service starts afresh. A backend without the method adopts nothing.
 
+    # Optional: ``async def exec(self, container: ContainerHandle, argv: Sequence[str],
+    # timeout: float) -> ExecResult``. Run *argv* inside the running *container* (the handle
+    # launch() or adopt() returned): in its namespaces and cgroup, with its process's
+    # environment, user, working directory and capabilities, stdin empty, stdout and stderr
+    # merged (keep the first EXEC_OUTPUT_MAX bytes, read and drop the rest). At *timeout*
+    # seconds kill it and return ExecResult(None, output, timed_out=True); never leave it
+    # running. A command that cannot be started is exit code 127 with the reason as output
+    # (a runtime error: raise BackendError). Health checks (``healthcheck: test:``) call it;
+    # a backend without it runs services whose check is ``tcp``, ``http`` or ``notify`` only.
+
     async def close(self) -> None:
         """Release connections. Containers are stopped by the supervisor before this."""
         ...
@@ -177,10 +201,16 @@ class ServiceView(Protocol):
         """The state name (``Running``, ...) or ``None`` when no such service is registered."""
         ...
 
-    def is_up(self, service_id: str) -> bool: ...
+    def is_up(self, service_id: str) -> bool:
+        """Talos's "up": ``Running`` and, when the service has a health check, healthy."""
+        ...
+
+    def health(self, service_id: str) -> Health | None:
+        """The service's health; ``None`` when it has no health check (or is not registered)."""
+        ...
 
     async def changed(self) -> None:
-        """Return at the next state change of any service."""
+        """Return at the next state change of any service (health changes included)."""
         ...
 
 

@@ -25,10 +25,25 @@ class State(str, enum.Enum):
         return self in (State.Finished, State.Failed, State.Skipped)
 
 
+class CheckResult(BaseModel):
+    """One health check's outcome (the last five are kept, as Docker keeps them)."""
+
+    time: float  #: when it started, Unix time
+    duration: float = 0.0  #: seconds
+    exit_code: int | None = None  #: the command's; tcp/http/notify: 0 passed, 1 failed; None: timed out
+    output: str = ""  #: the first 4 KiB of its output, or what a tcp/http/notify check saw
+
+
 class Health(BaseModel):
+    """Talos's ``ServiceHealth``: unknown (no check, or none finished yet), else healthy or not."""
+
     unknown: bool = True
     healthy: bool = False
     last_message: str = ""
+    last_change: float | None = None  #: when ``healthy`` last flipped (or became known), Unix time
+    check: str = ""  #: ``exec``, ``tcp``, ``http`` or ``notify``; empty without a health check
+    failing_streak: int = 0  #: consecutive failed checks
+    checks: list[CheckResult] = Field(default_factory=list)  #: the last five, oldest first
 
 
 class ServiceEvent(BaseModel):

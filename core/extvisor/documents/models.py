@@ -19,6 +19,8 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_serializer, model_validator,
 )  # fmt: skip
 
+from extvisor.documents.health import HealthCheck
+
 NAME_RE = re.compile(r"^[-_a-z0-9]+$")
 # A name is a hostname label in Talos (the container's hostname, a cgroup, a file name): at most 63.
 NAME_MAX = 63
@@ -139,6 +141,8 @@ class ServiceSpec(_Lenient):
     depends: list[Dependency] | None = None
     restart: Restart | None = None
     logToConsole: bool = False
+    #: extvisor's own key (Talos skips it): how to tell that the running service is healthy
+    healthcheck: HealthCheck | None = None
 
     @field_validator("name")
     @classmethod
@@ -153,6 +157,12 @@ class ServiceSpec(_Lenient):
 
     def service_dependencies(self) -> list[str]:
         return [d.value for d in self.depends or () if d.kind == "service"]
+
+    @property
+    def health(self) -> HealthCheck | None:
+        """The health check, unless there is none or it is disabled (``test: [NONE]``)."""
+        check = self.healthcheck
+        return check if check is not None and check.enabled else None
 
 
 class ConfigFile(BaseModel):

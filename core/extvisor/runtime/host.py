@@ -67,6 +67,10 @@ class ServiceHost(Protocol):
     pm: Any  #: the plugin manager; services call ``pm.hook.extvisor_*``
     #: the daemon exits leaving containers running: a run that ends keeps its container (adopted later)
     detaching: bool
+    backend: Any  #: the Backend; health checks call its optional ``exec``
+
+    def publish_health(self, service_id: str) -> None:
+        """A service's health changed without an event (runtime/health.py): wake its waiters."""
 
     def publish(self, event: ServiceEvent) -> None:
         """Record a state change in the event stream."""

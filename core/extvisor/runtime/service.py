@@ -18,6 +18,7 @@ from extvisor.documents.models import Restart, ServiceSpec
 from extvisor.oci import ContainerSpecError, check_rootfs, create_missing_sources
 from extvisor.protocols import BackendError, BackendUnavailable, ContainerHandle, ExitStatus
 from extvisor.state import Health, History, ServiceEvent, ServiceInfo, State
+from extvisor.runtime.health import HealthMonitor, OnFailure
 from extvisor.runtime.waitall import ConditionFailed, wait_all
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Service:
         self._adopted: Launched | None = None  #: left running by an earlier daemon
         self.launched_hash: str | None = None  #: of the OCI spec of the running container
         self._noted = False
+        self.health = HealthMonitor(self)  #: its checks and health (runtime/health.py)
 
     # -- what the API shows ----------------------------------------------------------
 
@@ -66,7 +68,7 @@ class Service:
         return ServiceInfo(
             id=self.id,
             state=self.state,
-            health=Health(),
+            health=self.health.view() or Health(),
             events=self.history.get(events),
             restarts=self.restarts,
             pid=self.pid,
@@ -88,6 +90,9 @@ class Service:
     def start(self) -> bool:
         """Begin a run unless one is in progress; return whether one was begun."""
         if self.running:
+            return False
+        if self.health.refused:  # the backend cannot run its health check (said at load)
+            self.fail(f"Failed to start: {self.health.refused}")
             return False
         self._stop = asyncio.Event()
         self.push(State.Starting, "Starting service")
@@ -241,9 +246,10 @@ class Service:
             self.push(State.Running, f"{self.sup.backend_name} cannot express: {', '.join(notes)}")
         waiter = asyncio.ensure_future(container.wait())
         stop = asyncio.ensure_future(self._stop.wait())
+        sick = self.health.begin(container)  # resolves when on_failure wants the run ended
         trouble = ""
         try:
-            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, stop, sick}, return_when=asyncio.FIRST_COMPLETED)
             stopped = not waiter.done()
             if stopped:
                 trouble = await self._terminate(container, waiter)
@@ -253,6 +259,8 @@ class Service:
             status = await waiter
         finally:
             stop.cancel()
+            verdict = None if self._stop.is_set() or not sick.done() or sick.cancelled() else sick.result()
+            self.health.end()
             self._container = None
             self.pid = None
             if self.sup.detaching:  # the daemon exits leaving it running
@@ -266,7 +274,11 @@ class Service:
             if trouble:  # stopped, but not by the runtime: say so rather than "finished successfully"
                 raise _Failed(f"Failed to stop through {self.sup.backend_name}: {trouble}; "
                               "its processes were killed directly")
-            raise _Stop()
+            if verdict is None:
+                raise _Stop()
+            if verdict[0] is OnFailure.stop:  # healthcheck on_failure: stop
+                raise _Failed(f"Stopped: {verdict[1]}")
+            return None, verdict[1]  # on_failure: restart, a failed run for the restart policy
         return status, None
 
     async def _delete(self, container: ContainerHandle) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from extvisor.runtime.adoption import Records
 from extvisor.runtime.adoption import spec_hash
 from extvisor.runtime.configstore import ConfigStore
+from extvisor.runtime.health import refusal
 from extvisor.runtime.hostservices import HostService
 from extvisor.runtime.host import Launched, Options
 from extvisor.runtime.logs import ServiceLog
@@ -27,7 +28,7 @@ from extvisor.protocols import Backend, Condition, ConditionContext, LaunchReque
 from extvisor.records import ConditionKind
 from extvisor.runtime.service import Service
 from extvisor.runtime.stats import StatsCollector
-from extvisor.state import ServiceEvent, State
+from extvisor.state import Health, ServiceEvent, State
 
 log = logging.getLogger("extvisor.supervisor")
 
@@ -99,7 +100,14 @@ class Supervisor:
             backups=self.options.log_backups,
             on_problem=lambda msg: self._log_problem(service, msg),
         )
+        self._check_health(service)
         return service
+
+    def _check_health(self, service: Service) -> None:
+        service.health.refused = refusal(service.spec, self.backend)
+        if service.health.refused:
+            log.error("%s (%s): %s", service.id, service.source or "service", service.health.refused,
+                      extra={"service": service.id})
 
     def _log_problem(self, service: Service, msg: str) -> None:
         """A log that cannot be written, or was deleted: an event of the service and a daemon warning."""
@@ -163,8 +171,20 @@ class Supervisor:
         return service.state.value if service else None
 
     def is_up(self, service_id: str) -> bool:
-        # Talos: up = Running (and healthy, where health is reported); Finished is not up.
-        return self.state(service_id) in (State.Running.value, State.Skipped.value)
+        # Talos: up = Running and, when it has a health check, healthy; Finished is not up.
+        if self.state(service_id) not in (State.Running.value, State.Skipped.value):
+            return False
+        health = self.health(service_id)
+        return health is None or (not health.unknown and health.healthy)
+
+    def health(self, service_id: str) -> Health | None:
+        service = self.services.get(service_id)
+        return service.health.view() if service is not None else None
+
+    def publish_health(self, service_id: str) -> None:
+        """A service's health changed without an event: wake whoever waits on it."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def changed(self) -> None:
         await self._changed.wait()
@@ -217,6 +237,8 @@ class Supervisor:
         self.pm.hook.extvisor_prepare_container(service_id=spec.id, spec=spec, oci=oci)
         state_dir = self.options.state_dir / "services" / spec.id
         state_dir.mkdir(parents=True, exist_ok=True)
+        if spec.id in self.services:  # a notify check: its socket in the container
+            self.services[spec.id].health.prepare(oci, state_dir)
         return LaunchRequest(spec.id, spec, oci, rootfs, self.logs[spec.id], state_dir)
 
     # -- the whole set -------------------------------------------------------------------
@@ -248,6 +270,7 @@ class Supervisor:
         else:
             await service.stop()
             service.spec, service.source, service.rootfs = spec, source, rootfs
+            self._check_health(service)
             service.push(State.Initialized, "Service spec changed")
         service.start()
         return service
@@ -258,6 +281,7 @@ class Supervisor:
         if service is None:
             return
         await service.stop()
+        service.health.close()
         del self.services[service_id]
         self.records.forget(service_id)
         self.logs.pop(service_id).close()
@@ -307,3 +331,5 @@ class Supervisor:
                 await host.stop()
             for service_log in self.logs.values():
                 service_log.close()
+            for service in self.services.values():
+                service.health.close()  # notify sockets

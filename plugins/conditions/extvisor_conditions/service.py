@@ -1,7 +1,9 @@
 """``service: ID``: wait until another service is up (Talos's ``WaitForService(StateEventUp)``).
 
-Up means ``Running`` (and healthy where it reports health); a ``Finished`` service is not
-up. The supervisor's view decides that; this condition only waits for its changes.
+Up means ``Running`` and, when the service has a ``healthcheck``, healthy; a ``Finished``
+service is not up. The supervisor's view decides that; this condition only waits for its
+changes. It is checked once, at start: a provider that turns unhealthy later stops no
+dependent, but a service that starts afterwards waits again.
 """
 
 from __future__ import annotations
@@ -30,8 +32,13 @@ class ServiceCondition:
 
     def describe(self) -> str:
         # Talos: "registered" while the id is not loaded, then the awaited event.
-        if self.services.state(self.target) is None:
+        state = self.services.state(self.target)
+        if state is None:
             return f"service {goquote(self.target)} to be {goquote('registered')}"
+        health = self.services.health(self.target) if hasattr(self.services, "health") else None
+        if health is not None and state == "Running":  # up, but its health check has not passed
+            said = "unknown" if health.unknown else "unhealthy"
+            return f"service {goquote(self.target)} to be {goquote('healthy')} (health {said})"
         return f"service {goquote(self.target)} to be {goquote('up')}"
 
     def __repr__(self) -> str:
