@@ -260,6 +260,45 @@ class BackendContract:
         await kept.delete()
         await asyncio.wait_for(wait, self.wait_timeout)
 
+    async def test_exec_runs_inside_the_container(self, harness: Harness) -> None:
+        """``Backend.exec`` (health checks): the service's environment, PID namespace and
+        cgroup, the exit code, stdout and stderr merged, output capped at 4 KiB."""
+        run = getattr(harness.backend, "exec", None)
+        if run is None:  # optional: the daemon refuses exec checks for this backend at load
+            assert not hasattr(harness.backend, "exec")
+            return
+        spec = harness.spec("exec", "echo up; sleep 1000", environment=["FOO=bar"])
+        handle, sink = await harness.launch(spec)
+        await sink.wait_for(b"up\n")
+        script = 'echo "foo=$FOO"; echo err >&2; cmp -s /proc/1/cgroup /proc/$$/cgroup && echo same-cgroup; exit 3'
+        got = await asyncio.wait_for(run(handle, ["/bin/sh", "-c", script], 10.0), self.wait_timeout)
+        assert got.exit_code == 3 and not got.timed_out, got
+        text = got.output.decode()
+        assert "foo=bar" in text and "err" in text and "same-cgroup" in text, text
+        if handle.pid > 0:  # a local runtime: the command's PID namespace is the service's
+            inner = await run(handle, ["/bin/sh", "-c", "readlink /proc/$$/ns/pid"], 10.0)
+            assert inner.output.decode().strip() == os.readlink(f"/proc/{handle.pid}/ns/pid"), inner
+        big = await run(handle, ["/bin/sh", "-c", "yes | head -c 100000"], 10.0)
+        assert big.exit_code == 0 and len(big.output) == 4096, (big.exit_code, len(big.output))
+        assert "up\n" == sink.text(), "exec output must not reach the service's log"
+
+    async def test_exec_timeout_kills_the_command(self, harness: Harness) -> None:
+        run = getattr(harness.backend, "exec", None)
+        if run is None:
+            assert not hasattr(harness.backend, "exec")
+            return
+        spec = harness.spec("exectimeout", "echo up; sleep 1000")
+        handle, sink = await harness.launch(spec)
+        await sink.wait_for(b"up\n")
+        began = asyncio.get_running_loop().time()
+        got = await asyncio.wait_for(run(handle, ["/bin/sh", "-c", "echo started; exec sleep 737"], 0.5),
+                                     self.wait_timeout)  # fmt: skip
+        assert got.timed_out and got.exit_code is None, got
+        assert asyncio.get_running_loop().time() - began < 5.0
+        check = await run(handle, ["/bin/sh", "-c", "ps -o args 2>/dev/null || ps"], 10.0)
+        assert check.exit_code == 0, check
+        assert b"sleep 737" not in check.output, f"the timed-out command still runs: {check.output!r}"
+
     async def test_adopt_by_a_new_instance(self, harness: Harness, backend_factory: Callable[[], Backend]) -> None:
         """A backend with ``adopt`` hands a new instance the running container, same PID, with
         the output written while nobody read; without it, cleanup() removes the container."""

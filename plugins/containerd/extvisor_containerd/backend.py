@@ -16,12 +16,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
+from extvisor import BackendConfig, BackendError, BackendUnavailable, ExecResult, ExitStatus, LaunchRequest
 from extvisor.oci import fit_to_host
 from extvisor.oci.cgroups import daemon_parent, remove_cgroup_dirs
 from extvisor.oci.procs import watch_kill
 
 from . import client as c
+from .execs import container_process, task_exec
 from .fifo import FifoReader, remove_fifo
 
 log = logging.getLogger("extvisor.containerd")
@@ -120,6 +121,10 @@ class ContainerdBackend:
             log.warning("%s: cannot reopen its output %s: %s", cid, labels[FIFO_LABEL], exc)
             return None
         return ContainerdHandle(client, cid, int(task.process.pid), fifo)
+
+    async def exec(self, container: ContainerdHandle, argv: list[str], timeout: float) -> ExecResult:
+        """Run *argv* in the running *container* (``Tasks.Exec``; health checks)."""
+        return await container.exec(argv, timeout)
 
     async def _remove_stale(self, cid: str) -> bool:
         """Remove our own container *cid* if no task of it runs (a launch cut short by a
@@ -221,6 +226,7 @@ class ContainerdHandle:
         self.fifo = fifo
         self.deleted = False
         self._forced: ExitStatus | None = None  # set when kill_hard() saw the init die
+        self._process: dict[str, Any] | None = None  # the spec's process, for exec
         # Waiting starts now, so an exit is never missed whoever calls wait() when.
         self._exit: asyncio.Future[ExitStatus] = asyncio.ensure_future(self._wait_exit())
 
@@ -253,6 +259,15 @@ class ContainerdHandle:
             await self.client.retrying(f"{self.id}: signal", lambda: self.client.kill_task(self.id, signum), PATIENCE)
         except c.grpc.aio.AioRpcError as exc:
             raise BackendError(c.describe(exc, f"{self.id}: signal {signum}")) from None
+
+    async def exec(self, argv: list[str], timeout: float) -> ExecResult:
+        """*argv* as an exec process of this task, killed at *timeout* (execs.py)."""
+        if self._process is None:  # the container's process, read once per run
+            try:
+                self._process = await container_process(self.client, self.id)
+            except c.grpc.aio.AioRpcError as exc:
+                raise BackendError(c.describe(exc, f"{self.id}: reading its spec")) from None
+        return await task_exec(self.client, self.id, self._process, self.fifo.path.parent, argv, timeout)
 
     def kill_hard(self) -> None:
         """SIGKILL the task's init ourselves (containerd not answering); its exit is seen by pidfd."""

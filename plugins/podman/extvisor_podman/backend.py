@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
+from extvisor import BackendConfig, BackendError, BackendUnavailable, ExecResult, ExitStatus, LaunchRequest
 from extvisor.oci import fit_to_host, fit_to_rootless
 from extvisor.oci.procs import watch_kill
 
+from .execs import podman_exec
 from .logfile import FileTail
 from .stream import LogPump
 from .translate import LABEL, LITTER_LABEL, OWNER_LABEL, PODMAN_LITTER, parse_ulimits, translate
@@ -152,6 +153,10 @@ class PodmanContainer:
             if self._exit.done() or _not_found(exc) or "not running" in _message(exc):
                 return
             raise BackendError(f"podman could not signal {self.id}: {_message(exc)}") from exc
+
+    async def exec(self, argv: list[str], timeout: float) -> ExecResult:
+        """*argv* through podman's exec API, killed at *timeout* (execs.py)."""
+        return await podman_exec(self._backend._client().api, self.container.id, argv, timeout, self._backend.local)
 
     def kill_hard(self) -> None:
         """SIGKILL the container's init ourselves (podman not answering); its exit is seen by pidfd."""
@@ -350,6 +355,10 @@ class PodmanBackend:
         handle.pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         handle._start_waiter()
         return handle
+
+    async def exec(self, container: PodmanContainer, argv: list[str], timeout: float) -> ExecResult:
+        """Run *argv* in the running *container* (health checks)."""
+        return await container.exec(argv, timeout)
 
     async def _create(self, client: Any, body: dict[str, Any]) -> Any:
         def create() -> Any:

@@ -27,11 +27,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from extvisor import BackendConfig, BackendError, BackendUnavailable, ExitStatus, LaunchRequest
+from extvisor import BackendConfig, BackendError, BackendUnavailable, ExecResult, ExitStatus, LaunchRequest
 from extvisor.protocols import LogSink
 from extvisor.oci import fit_to_host
 from extvisor.oci.cgroups import daemon_parent, remove_cgroup_dirs
 
+from .execs import runc_exec
 from .host import READ_SIZE, _cgroups_path, _decode, _drain, _runc_error
 from .subreaper import subreaper
 
@@ -183,6 +184,10 @@ class RuncBackend:
         self._containers.add(container)
         return container
 
+    async def exec(self, container: RuncContainer, argv: list[str], timeout: float) -> ExecResult:
+        """Run *argv* in the running *container* (``runc exec``; health checks)."""
+        return await container.exec(argv, timeout)
+
     async def close(self) -> None:
         for container in list(self._containers):
             container.detach()
@@ -311,6 +316,12 @@ class RuncContainer:
             if "not running" in text or "does not exist" in text or self._exit.done():
                 return
             raise
+
+    async def exec(self, argv: list[str], timeout: float) -> ExecResult:
+        """``runc exec`` of *argv* in this container, killed at *timeout* (execs.py)."""
+        backend = self._backend
+        return await runc_exec(backend.binary, backend.root, self.id, Path(backend.config.state_dir) / "exec", argv,
+                               timeout)  # fmt: skip
 
     def kill_hard(self) -> None:
         """SIGKILL the init through our pidfd: its PID namespace ends with it. No runc needed."""
