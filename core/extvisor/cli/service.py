@@ -53,8 +53,17 @@ def services(where: Where, output: str) -> None:
 
 def _service_rows(s: dict[str, Any], now: float) -> list[list[str]]:
     rows = [["ID", s["id"]], ["STATE", s["state"]], ["HEALTH", health_text(s)]]
-    if s["health"]["last_message"]:
-        rows.append(["LAST HEALTH MESSAGE", s["health"]["last_message"]])
+    health = s.get("health") or {}
+    if health.get("last_message"):
+        rows.append(["LAST HEALTH MESSAGE", health["last_message"]])
+    if health.get("last_change"):
+        rows.append(["LAST HEALTH CHANGE", f"{go_duration(now - health['last_change'])} ago"])
+    for i, c in enumerate(reversed(health.get("checks") or [])):  # the last five, newest first
+        code = "timeout" if c.get("exit_code") is None else f"exit {c['exit_code']}"
+        out = " ".join((c.get("output") or "").split())
+        out = out if len(out) <= 100 else out[:97] + "..."
+        rows.append(["HEALTH CHECKS" if i == 0 else "",
+                     f"{go_duration(now - c['time'])} ago: {code} in {c.get('duration', 0):.3f}s: {out}".rstrip(": ")])
     for i, e in enumerate(reversed(s["events"])):
         rows.append(["EVENTS" if i == 0 else "", f"[{e['state']}]: {e['msg']} ({go_duration(now - e['ts'])} ago)"])
     return rows

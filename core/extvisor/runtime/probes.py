@@ -70,6 +70,14 @@ async def exec_check(backend: Any, container: ContainerHandle, argv: Sequence[st
     return Outcome(False, "failure", f"exit code {got.exit_code}{said}", got.exit_code, output)
 
 
+def _os_error(exc: BaseException) -> str:
+    """Go's wording: ``connect: connection refused``."""
+    errno = getattr(exc, "errno", None)
+    if isinstance(exc, OSError) and errno:
+        return f"connect: {os.strerror(errno).lower()}"
+    return str(exc) or type(exc).__name__
+
+
 def split_host_port(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
@@ -84,7 +92,7 @@ async def tcp_check(addr: str, timeout: float) -> Outcome:
     except TimeoutError:
         return Outcome(False, "timeout", f"dial tcp {addr}: i/o timeout ({_timeout_text(timeout)})", 1)
     except OSError as exc:
-        return Outcome(False, "failure", f"dial tcp {addr}: {exc.strerror or exc}", 1)
+        return Outcome(False, "failure", f"dial tcp {addr}: {_os_error(exc)}", 1)
     writer.transport.abort()  # no FIN handshake to wait for: the check is done
     return Outcome(True, "success", f"dial tcp {addr}: connected", 0)
 
@@ -119,7 +127,7 @@ async def http_check(url: str, timeout: float) -> Outcome:
     except TimeoutError:
         return Outcome(False, "timeout", f"GET {url}: {_timeout_text(timeout)}", 1)
     except (OSError, ssl.SSLError) as exc:
-        return Outcome(False, "failure", f"GET {url}: {getattr(exc, 'strerror', None) or exc}", 1)
+        return Outcome(False, "failure", f"GET {url}: {_os_error(exc)}", 1)
     finally:
         if writer is not None:
             writer.transport.abort()

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from extvisor.runtime import stats as runtime_stats
+from extvisor.runtime.health import RESULTS
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.state import State
 
@@ -57,8 +58,19 @@ class ServiceCollector:
         starts = HistogramMetricFamily("extvisor_service_start_duration_seconds",
                                        "Time to start a run: spec built and container launched by the backend.",
                                        labels=["service"])  # fmt: skip
+        healthy = GaugeMetricFamily("extvisor_service_healthy",
+                                    "1 when the service's health check passes, else 0; absent without a check.",
+                                    labels=["service"])  # fmt: skip
+        checks = CounterMetricFamily("extvisor_service_health_checks", "Health checks run, by result.",
+                                     labels=["service", "result"])  # fmt: skip
         for item in sup.stats.items():
             sid = item["id"]
+            service = sup.services.get(sid)
+            health = service.health.view() if service is not None else None
+            if health is not None and service is not None:
+                healthy.add_metric([sid], 1 if health.healthy and not health.unknown else 0)
+                for result in RESULTS:
+                    checks.add_metric([sid, result], service.health.counts.get(result, 0))
             up.add_metric([sid], 1 if item["state"] == State.Running.value else 0)
             for s in State:
                 state.add_metric([sid, s.value], 1 if item["state"] == s.value else 0)
@@ -72,7 +84,7 @@ class ServiceCollector:
             logs.add_metric([sid], service_log.written if service_log is not None else 0)
             hist = sup.stats.starts.get(sid) or runtime_stats.Histogram()
             starts.add_metric([sid], hist.cumulative(), hist.total)
-        yield from (up, state, restarts, cpu, memory, rss, procs, uptime, logs, starts)
+        yield from (up, state, restarts, cpu, memory, rss, procs, uptime, logs, starts, healthy, checks)
 
 
 def registry_for(sup: Supervisor, info: Callable[[], dict]) -> CollectorRegistry:
