@@ -157,6 +157,7 @@ class HealthMonitor:
         assert self._notify is not None
         messages = self._notify.messages
         ready = False
+        said_status = ""  # STATUS= stays the message until the next one
         deadline = check.start_period + check.timeout
         began = time.monotonic()
         while True:
@@ -176,7 +177,7 @@ class HealthMonitor:
                     self._record(check, Outcome(False, "timeout", text, 1), at, deadline)
                     began = time.monotonic()  # and again after each further deadline
                 continue
-            status = fields.get("STATUS", "")
+            said_status = status = fields.get("STATUS", said_status)
             if fields.get("WATCHDOG") == "trigger":
                 self.streak = check.retries - 1
                 self._record(check, Outcome(False, "failure", status or "WATCHDOG=trigger", 1), time.time(), 0.0)
