@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,24 +23,50 @@ from extvisor import BackendError, ExecResult
 from extvisor.protocols import EXEC_OUTPUT_MAX
 
 from . import client as c
-from .fifo import FifoReader
+from .fifo import remove_fifo
 
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 KILL_TIMEOUT = 5.0
-DRAIN = 0.5  # after the exit, for output still in the FIFO
 _serial = itertools.count(1)
 
 
-class _Capped:
-    """Keeps the first EXEC_OUTPUT_MAX bytes written."""
+class _Output:
+    """The exec's FIFO, read on the event loop; keeps the first EXEC_OUTPUT_MAX bytes.
 
-    def __init__(self) -> None:
+    We hold a write end too: the shim may open and close its writers more than once (stdout
+    and stderr are one path), and a reader that saw EOF in between and closed would leave
+    the shim's next blocking open, and with it Tasks.Start and the whole shim, hanging.
+    The end of the output is the process's exit (then DeleteProcess), not EOF.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.data = bytearray()
+        remove_fifo(path)
+        os.mkfifo(path, 0o600)
+        self.rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wfd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.rfd, self.read)
 
-    def write(self, data: bytes) -> None:
-        room = EXEC_OUTPUT_MAX - len(self.data)
-        if room > 0:
-            self.data += data[:room]
+    def read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.rfd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            room = EXEC_OUTPUT_MAX - len(self.data)
+            if room > 0:
+                self.data += data[:room]
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.rfd)
+        self.read()
+        os.close(self.wfd)
+        os.close(self.rfd)
+        remove_fifo(self.path)
 
 
 async def container_process(client: c.Client, cid: str) -> dict[str, Any]:
@@ -53,9 +80,8 @@ async def task_exec(client: c.Client, cid: str, process: dict[str, Any], fifo_di
     exec_id = f"health-{next(_serial)}"
     spec = {**process, "args": list(argv), "terminal": False}
     spec.pop("consoleSize", None)
-    sink = _Capped()
     path = fifo_dir / f"{cid}.{exec_id}.stdio"
-    fifo = FifoReader(path, sink)
+    out = _Output(path)
     tasks = client.tasks
     waiting: asyncio.Future[Any] | None = None
     created = False
@@ -69,13 +95,13 @@ async def task_exec(client: c.Client, cid: str, process: dict[str, Any], fifo_di
         wait = c.tasks_pb2.WaitRequest(container_id=cid, exec_id=exec_id)
         waiting = asyncio.ensure_future(client.call(tasks.Wait, wait, timeout=None))
         try:
-            await client.call(tasks.Start, c.tasks_pb2.StartRequest(container_id=cid, exec_id=exec_id))
-        except c.grpc.aio.AioRpcError as exc:
-            if c.is_gone(exc):
-                raise
-            return ExecResult(127, (exc.details() or exc.code().name).encode())  # not startable (no such file...)
-        try:
             async with asyncio.timeout(timeout):
+                try:
+                    await client.call(tasks.Start, c.tasks_pb2.StartRequest(container_id=cid, exec_id=exec_id))
+                except c.grpc.aio.AioRpcError as exc:
+                    if c.is_gone(exc):
+                        raise
+                    return ExecResult(127, (exc.details() or exc.code().name).encode())  # not startable: its reason
                 reply = await asyncio.shield(waiting)
         except TimeoutError:
             kill = c.tasks_pb2.KillRequest(container_id=cid, exec_id=exec_id, signal=signal.SIGKILL)
@@ -83,17 +109,17 @@ async def task_exec(client: c.Client, cid: str, process: dict[str, Any], fifo_di
                 await client.call(tasks.Kill, kill)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(waiting), KILL_TIMEOUT)
-            await fifo.drained(DRAIN)
-            return ExecResult(None, bytes(sink.data), timed_out=True)
-        await fifo.drained(DRAIN)  # the command's last output, before we close
-        return ExecResult(int(reply.exit_status), bytes(sink.data))
+            result = ExecResult(None, timed_out=True)
+        else:
+            result = ExecResult(int(reply.exit_status))
     except c.grpc.aio.AioRpcError as exc:
         raise BackendError(c.describe(exc, f"{cid}: exec")) from None
     finally:
         if waiting is not None and not waiting.done():
             waiting.cancel()
-        if created:
+        if created:  # the shim has copied the last output when this returns
             delete = c.tasks_pb2.DeleteProcessRequest(container_id=cid, exec_id=exec_id)
             with contextlib.suppress(Exception):
                 await client.call(tasks.DeleteProcess, delete)
-        fifo.close()
+        out.close()
+    return ExecResult(result.exit_code, bytes(out.data), result.timed_out)
