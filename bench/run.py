@@ -1,7 +1,7 @@
 """Every benchmark in one table (as root, after ``scripts/setup.sh --dev``; about four minutes
 on 2 cores):
 
-    python bench/run.py [--json FILE] [--only cli,daemon,runc,logs,containerd,podman,extensions,build,nodes]
+    python bench/run.py [--json FILE] [--only cli,daemon,runc,logs,containerd,podman,extensions,build,nodes,health]
 
 Each figure is measured in this run, next to what a user would otherwise type (a bare
 interpreter, runc, ctr, podman, skopeo + umoci), and printed as: figure, extvisor,
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row  # noqa: E402
 
-PARTS = ["cli", "daemon", "runc", "logs", "containerd", "podman", "extensions", "build", "nodes"]
+PARTS = ["cli", "daemon", "runc", "logs", "containerd", "podman", "extensions", "build", "nodes", "health"]
 
 
 def measure(part: str) -> list[Row]:
@@ -51,6 +51,10 @@ def measure(part: str) -> list[Row]:
         return [fo.build_row()]
     if part == "nodes":
         return [fo.nodes_row()]
+    if part == "health":
+        import bench_health as bh
+
+        return [row for p in bh.PARTS for row in bh.measure(p)]
     raise ValueError(part)
 
 
