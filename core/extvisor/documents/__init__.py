@@ -1,6 +1,6 @@
 """The documents extvisor reads: the service file and ``ExtensionServiceConfig`` formats.
 
-Holds their models (``models``), YAML read as Talos reads it with a position for every
+Holds their models (``models``; the ``healthcheck:`` key and Go durations in ``health``), YAML read as Talos reads it with a position for every
 value (``yamlio``), regular files of bounded size (``files``), loading service files with
 every problem located (``loader``), ExtensionServiceConfig streams (``configdocs``), the
 node's ImageVerificationConfig, read from the same streams (``imageverify``), the

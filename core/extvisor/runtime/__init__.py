@@ -3,7 +3,8 @@
 Holds the supervisor (``supervisor``: every service, ordering, cycles, shutdown order, event
 stream), one service's life (``service``: conditions, launch, restart policy, stop), what a
 service needs from its supervisor (``host``: a Protocol), waiting for several conditions
-(``waitall``), host services (``hostservices``), ExtensionServiceConfig at run time
+(``waitall``), health checks (``health``: one service's checks and health; ``probes``: exec,
+tcp, http and the notify socket), host services (``hostservices``), ExtensionServiceConfig at run time
 (``configstore``, ``envfile``), log files and reading their tails (``logs``, ``logread``),
 what each service costs (``stats``) and what a daemon records for the next to adopt
 (``adoption``).
