@@ -13,7 +13,7 @@ from textual.containers import Grid, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, RichLog, Static
 
-from extvisor.dashboard.format import event_line, go_duration, health_cell, last_event, matches, since, state_style, state_text
+from extvisor.dashboard.format import event_line, go_duration, health_cell, health_text, last_event, matches, since, state_style, state_text
 from extvisor.client.format import printable
 
 COLUMNS = (("id", "SERVICE"), ("state", "STATE"), ("health", "HEALTH"), ("restarts", "RESTARTS"),
@@ -154,7 +154,12 @@ class EventsPane(VerticalScroll):
         self.border_title = f"Events · {printable(service['id'])}"
         out = Text()
         health = service.get("health") or {}
-        if health.get("last_message"):
+        if health.get("check"):  # a healthcheck: its state, since when, what the last check said
+            since = f" for {go_duration(now - health['last_change'])}" if health.get("last_change") else ""
+            out.append(f"health ({printable(health['check'])}): {health_text(service)}{since}", style="italic")
+            said = printable(health["last_message"]) if health.get("last_message") else ""
+            out.append(f": {said}\n" if said else "\n", style="italic")
+        elif health.get("last_message"):
             out.append(f"health: {printable(health['last_message'])}\n", style="italic")
         events = service.get("events") or []
         for i, e in enumerate(reversed(events)):
