@@ -186,6 +186,7 @@ async def test_on_failure_restart_with_restart_never_fails(make_sup):
     sup.start_all()
     await until(lambda: sup.services["ext-a"].state is State.Failed)
     assert "unhealthy after 2 consecutive failed health checks" in msgs(sup, "ext-a")[-1]
+    assert "Health check failed 2 times in a row, stopping it (restart: never) (on_failure: restart)" in msgs(sup, "ext-a")
 
 
 async def test_on_failure_stop_stops(make_sup):

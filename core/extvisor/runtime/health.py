@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from extvisor.documents.health import HealthCheck, OnFailure, format_duration
-from extvisor.documents.models import ServiceSpec
+from extvisor.documents.models import Restart, ServiceSpec
 from extvisor.protocols import ContainerHandle
 from extvisor.runtime.probes import NotifySocket, Outcome, add_notify_socket, exec_check, http_check, tcp_check
 from extvisor.state import CheckResult, Health, State
@@ -187,7 +187,6 @@ class HealthMonitor:
                 self._record(check, Outcome(True, "success", status or said, 0), time.time(), 0.0)
             elif status:
                 self.last_message = status
-                self.service.sup.publish_health(self.service.id)
 
     # -- the outcome ---------------------------------------------------------------------------
 
@@ -203,13 +202,15 @@ class HealthMonitor:
             self.streak += 1
         if self.streak < check.retries:
             self.last_message = outcome.message  # Talos: the message moves at every check
-            self.service.sup.publish_health(self.service.id)
             return
         was = self.healthy
         self._set(False, outcome.message)
         if was is not False and check.on_failure is not OnFailure.none:
             reason = f"unhealthy after {self.streak} consecutive failed health checks: {outcome.message}"
-            how = "restarting it" if check.on_failure is OnFailure.restart else "stopping it"
+            how = "stopping it"
+            if check.on_failure is OnFailure.restart:
+                never = (self.service.spec.restart or Restart.never) is Restart.never
+                how = "stopping it (restart: never)" if never else "restarting it"
             self._event(f"Health check failed {self.streak} times in a row, {how} (on_failure: {check.on_failure.value})")
             if self._verdict is not None and not self._verdict.done():
                 self._verdict.set_result((check.on_failure, reason))
@@ -217,8 +218,7 @@ class HealthMonitor:
     def _set(self, healthy: bool | None, message: str) -> None:
         flipped = healthy != self.healthy or self.last_change is None
         self.last_message = message
-        if not flipped:
-            self.service.sup.publish_health(self.service.id)
+        if not flipped:  # only a flip changes what waiters see
             return
         self.healthy = healthy
         self.last_change = time.time()
