@@ -187,7 +187,7 @@ def run_scenario(d: DaemonProcess, data: Path, web_port: int) -> None:
     rows = {line.split()[0]: line.split()[2] for line in table.splitlines()[1:]}
     assert rows["ext-app"] == "?" and rows["ext-late"] == "OK" and rows["ext-hang"] == "Fail", table
     shown = d.cli("service", "ext-late").stdout
-    assert "HEALTH CHECKS" in shown and "exit 0" in shown and "LAST HEALTH CHANGE" in shown, shown
+    assert "HEALTH CHECKS" in shown and "exit 0" in shown and "| ok" in shown and "LAST HEALTH CHANGE" in shown, shown
     metrics = scrape(d.socket)
     assert 'extvisor_service_healthy{service="ext-late"} 1.0' in metrics
     assert 'extvisor_service_healthy{service="ext-hang"} 0.0' in metrics

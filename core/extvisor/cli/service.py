@@ -60,10 +60,10 @@ def _service_rows(s: dict[str, Any], now: float) -> list[list[str]]:
         rows.append(["LAST HEALTH CHANGE", f"{go_duration(now - health['last_change'])} ago"])
     for i, c in enumerate(reversed(health.get("checks") or [])):  # the last five, newest first
         code = "timeout" if c.get("exit_code") is None else f"exit {c['exit_code']}"
-        out = " ".join((c.get("output") or "").split())
-        out = out if len(out) <= 100 else out[:97] + "..."
         rows.append(["HEALTH CHECKS" if i == 0 else "",
-                     f"{go_duration(now - c['time'])} ago: {code} in {c.get('duration', 0):.3f}s: {out}".rstrip(": ")])
+                     f"{go_duration(now - c['time'])} ago: {code} in {c.get('duration', 0):.3f}s"])
+        for line in (c.get("output") or "").rstrip("\n").splitlines():  # what it said (up to 4 KiB)
+            rows.append(["", f"  | {line}"])
     for i, e in enumerate(reversed(s["events"])):
         rows.append(["EVENTS" if i == 0 else "", f"[{e['state']}]: {e['msg']} ({go_duration(now - e['ts'])} ago)"])
     return rows
