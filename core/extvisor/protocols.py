@@ -157,8 +157,9 @@ class Backend(Protocol):
     # environment, user, working directory and capabilities, stdin empty, stdout and stderr
     # merged (keep the first EXEC_OUTPUT_MAX bytes, read and drop the rest). At *timeout*
     # seconds kill it and return ExecResult(None, output, timed_out=True); never leave it
-    # running. A command that cannot be started is exit code 127 with the reason as output
-    # (a runtime error: raise BackendError). Health checks (``healthcheck: test:``) call it;
+    # running. A command that cannot be started ends with the runtime's code for that (runc
+    # 255, containerd and podman 127) and its message as output; when the runtime itself
+    # fails, raise BackendError. Health checks (``healthcheck: test:``) call it;
     # a backend without it runs services whose check is ``tcp``, ``http`` or ``notify`` only.
 
     async def close(self) -> None:

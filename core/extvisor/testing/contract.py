@@ -280,6 +280,8 @@ class BackendContract:
             assert inner.output.decode().strip() == os.readlink(f"/proc/{handle.pid}/ns/pid"), inner
         big = await run(handle, ["/bin/sh", "-c", "yes | head -c 100000"], 10.0)
         assert big.exit_code == 0 and len(big.output) == 4096, (big.exit_code, len(big.output))
+        missing = await run(handle, ["/no/such/check"], 10.0)  # said, not raised: the check fails
+        assert missing.exit_code not in (0, None) and missing.output, missing
         assert "up\n" == sink.text(), "exec output must not reach the service's log"
 
     async def test_exec_timeout_kills_the_command(self, harness: Harness) -> None:
