@@ -91,7 +91,7 @@ def test_durations_and_fields_are_checked_where_they_are():
         '9:error:healthcheck.start_period: time: invalid duration "-5s" (write 30s, 500ms, 1m30s)',
         '10:error:healthcheck.retries: Input should be greater than or equal to 1 (got "0")',
         "11:error:healthcheck.on_failure: Input should be 'restart', 'stop' or 'none' (got \"reboot\")",
-        "12:warning:healthcheck.intervall: unknown key `intervall` (ignored, as Talos does); did you mean `interval`?",
+        "12:warning:healthcheck.intervall: unknown key `intervall` (ignored); did you mean `interval`?",
     ]
 
 
@@ -101,6 +101,7 @@ def test_durations_and_fields_are_checked_where_they_are():
     ("test: [RUN, x]", "test must start with CMD, CMD-SHELL or NONE"),
     ("tcp: localhost", "tcp must be host:port"),
     ("http: ftp://x/", "http must be an http:// or https:// URL"),
+    ("tcp: 127.0.0.1:1\n  interval: 0s", "must be at least 1ms (got 0s)"),
 ])  # fmt: skip
 def test_bad_checks(check: str, message: str):
     loaded = load(f"healthcheck:\n  {check}\n")

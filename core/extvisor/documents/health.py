@@ -100,6 +100,13 @@ class HealthCheck(BaseModel):
     on_failure: OnFailure = OnFailure.restart
     disable: bool = False  #: Compose's spelling of ``test: [NONE]``
 
+    @field_validator("interval", "timeout", "start_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value < 0.001:  # Docker's rule: a zero interval would check without pause
+            raise ValueError(f"must be at least 1ms (got {format_duration(value)})")
+        return value
+
     @field_validator("test")
     @classmethod
     def _test_form(cls, value: list[str] | str | None) -> list[str] | str | None:

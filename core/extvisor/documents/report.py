@@ -125,7 +125,8 @@ def _prepare(data: Any, model: type[BaseModel], path: tuple, report: _Report, le
         if info is None:
             if lenient:
                 hint = _did_you_mean(str(key), model, fields)
-                report.warn((*path, key), f"unknown key `{key}` (ignored, as Talos does){hint}", at="key")
+                why = "ignored" if path[:1] == ("healthcheck",) else "ignored, as Talos does"  # extvisor's own key
+                report.warn((*path, key), f"unknown key `{key}` ({why}){hint}", at="key")
             else:
                 out[key] = value  # the strict model reports it
             continue
