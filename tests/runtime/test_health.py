@@ -276,6 +276,23 @@ async def test_notify_ready_and_watchdog(make_sup, tmp_path: Path):
     await sup.shutdown()
 
 
+async def test_an_adopted_notify_service_is_ready(make_sup, tmp_path: Path):
+    """It said READY=1 to the daemon before this one; its watchdog pings reach the new socket."""
+    script = tmp_path / "notifier.py"
+    script.write_text(NOTIFIER)
+    check = {"notify": True, "interval": "300ms", "retries": 1, "on_failure": "none"}
+    sup = make_sup(spec("n", f"exec {sys.executable} {script} 1000", check))
+    service = sup.services["ext-n"]
+    handle = await sup.backend.launch(sup.request_for(service.spec))
+    service.adopt(handle)
+    await until(lambda: service.state is State.Running)
+    health = service.info().health
+    assert health.healthy and health.checks[0].output == "READY=1 (said to an earlier daemon)"
+    await asyncio.sleep(0.8)  # pings keep it healthy
+    assert service.info().health.healthy
+    await sup.shutdown()
+
+
 async def test_backend_without_exec_is_refused_at_load(make_sup):
     sup = make_sup(spec("a", "sleep 100", {"test": ["CMD", "/bin/true"]}), spec("b", "sleep 100", {"tcp": "127.0.0.1:1"}),
                    backend=ProcBackend())  # fmt: skip

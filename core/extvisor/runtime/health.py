@@ -92,9 +92,10 @@ class HealthMonitor:
         self._notify.open()
         add_notify_socket(oci, self._notify.directory)
 
-    def begin(self, container: ContainerHandle) -> asyncio.Future[tuple[OnFailure, str]]:
+    def begin(self, container: ContainerHandle, adopted: bool = False) -> asyncio.Future[tuple[OnFailure, str]]:
         """The run reached Running: check it until :meth:`end`. The future resolves when
-        ``on_failure`` wants the run ended, with the action and the reason."""
+        ``on_failure`` wants the run ended, with the action and the reason. An *adopted*
+        container said READY=1 to an earlier daemon already."""
         self.end(quiet=True)
         loop = asyncio.get_running_loop()
         self._verdict = loop.create_future()
@@ -103,7 +104,7 @@ class HealthMonitor:
             return self._verdict
         self._set(None, "Unknown")  # Talos's Init(): every run starts unknown
         self.streak = 0
-        runner = self._notify_loop(check) if check.kind == "notify" else self._loop(check, container)
+        runner = self._notify_loop(check, adopted) if check.kind == "notify" else self._loop(check, container)
         self._task = asyncio.create_task(runner, name=f"health {self.service.id}")
         return self._verdict
 
@@ -151,13 +152,15 @@ class HealthMonitor:
             log.exception("%s: health check crashed", self.service.id)
             return Outcome(False, "error", f"health check failed to run: {exc!r}", None)
 
-    async def _notify_loop(self, check: HealthCheck) -> None:
+    async def _notify_loop(self, check: HealthCheck, adopted: bool) -> None:
         """READY=1 within ``start_period + timeout``; then, with ``interval`` set in the file,
         WATCHDOG=1 (or READY=1) at least every interval. STATUS= is the last message."""
         assert self._notify is not None
         messages = self._notify.messages
-        ready = False
+        ready = adopted
         said_status = ""  # STATUS= stays the message until the next one
+        if adopted:
+            self._record(check, Outcome(True, "success", "READY=1 (said to an earlier daemon)", 0), time.time(), 0.0)
         deadline = check.start_period + check.timeout
         began = time.monotonic()
         while True:

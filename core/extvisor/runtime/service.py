@@ -246,7 +246,8 @@ class Service:
             self.push(State.Running, f"{self.sup.backend_name} cannot express: {', '.join(notes)}")
         waiter = asyncio.ensure_future(container.wait())
         stop = asyncio.ensure_future(self._stop.wait())
-        sick = self.health.begin(container)  # resolves when on_failure wants the run ended
+        # Resolves when the health check's on_failure wants the run ended.
+        sick = self.health.begin(container, adopted=how == "Adopted")
         trouble = ""
         try:
             await asyncio.wait({waiter, stop, sick}, return_when=asyncio.FIRST_COMPLETED)
