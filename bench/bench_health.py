@@ -82,7 +82,10 @@ def probe_rows(n: int = 400) -> list[Row]:
             Row("health: http check, daemon CPU", http, None, "s", 0.002, "max")]
 
 
-async def _exec_pair(backend, harness: Harness, raw: list[str]) -> tuple[list[float], list[float], list[float], list[float]]:  # type: ignore[no-untyped-def]
+Samples = tuple[list[float], list[float], list[float], list[float]]  # our CPU, wall; the tool's CPU, wall
+
+
+async def _exec_pair(backend, harness: Harness, raw: list[str]) -> Samples:  # type: ignore[no-untyped-def]
     spec = harness.spec("health", "echo up; exec sleep 1000")
     handle, sink = await harness.launch(spec)
     await sink.wait_for(b"up\n")
@@ -105,7 +108,7 @@ async def _exec_pair(backend, harness: Harness, raw: list[str]) -> tuple[list[fl
     return ours_cpu, ours_wall, raw_cpu, raw_wall
 
 
-def _rows(name: str, ref: str, got: tuple[list[float], list[float], list[float], list[float]]) -> list[Row]:
+def _rows(name: str, ref: str, got: Samples) -> list[Row]:
     oc, ow, rc, rw = (statistics.median(x) for x in got)
     return [Row(f"health: {name} exec check, CPU", oc, rc, "s", 1.3, reference_name=ref),
             Row(f"health: {name} exec check, wall", ow, rw, "s", 1.3, reference_name=ref)]

@@ -147,7 +147,8 @@ class HealthCheck(BaseModel):
             return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"http must be an http:// or https:// URL, e.g. http://127.0.0.1:9100/healthz (got {value!r})")
+            raise ValueError(f"http must be an http:// or https:// URL, e.g. http://127.0.0.1:9100/healthz "
+                             f"(got {value!r})")
         try:
             parts.port
         except ValueError:

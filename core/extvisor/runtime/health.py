@@ -214,7 +214,8 @@ class HealthMonitor:
             if check.on_failure is OnFailure.restart:
                 never = (self.service.spec.restart or Restart.never) is Restart.never
                 how = "stopping it (restart: never)" if never else "restarting it"
-            self._event(f"Health check failed {self.streak} times in a row, {how} (on_failure: {check.on_failure.value})")
+            self._event(f"Health check failed {self.streak} times in a row, {how} "
+                        f"(on_failure: {check.on_failure.value})")
             if self._verdict is not None and not self._verdict.done():
                 self._verdict.set_result((check.on_failure, reason))
 
