@@ -316,3 +316,39 @@ def test_loader_reports_bad_values_with_their_line():
     assert any(e.startswith("web.yaml:6:") and 'path is not absolute: "run/x"' in e for e in errors), errors
     assert any(e.startswith("web.yaml:7:") and '"wifi" does not belong' in e for e in errors), errors
     assert any(e.startswith("web.yaml:8:") and "no dependency specified" in e for e in errors), errors
+
+
+class HealthServices(FakeServices):
+    """A ServiceView whose services may have a health check (``health(id)``)."""
+
+    def __init__(self, **states: str):
+        super().__init__(**states)
+        self.healths: dict = {}
+
+    def health(self, service_id: str):  # type: ignore[no-untyped-def]
+        return self.healths.get(service_id)
+
+    def is_up(self, service_id: str) -> bool:
+        health = self.healths.get(service_id)
+        return super().is_up(service_id) and (health is None or (not health.unknown and health.healthy))
+
+
+async def test_service_condition_waits_for_health_and_says_so():
+    from extvisor import Health
+
+    services = HealthServices(**{"ext-db": "Running"})
+    services.healths["ext-db"] = Health(unknown=True)
+    cond = kinds()["service"].factory("ext-db", make_ctx(services))
+    assert cond.describe() == 'service "ext-db" to be "healthy" (health unknown)'
+    waiting = asyncio.ensure_future(cond.wait())
+    await asyncio.sleep(0.01)
+    services.healths["ext-db"] = Health(unknown=False, healthy=False, last_message="exit code 1")
+    services.set("ext-db", "Running")
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and cond.describe() == 'service "ext-db" to be "healthy" (health unhealthy)'
+    services.healths["ext-db"] = Health(unknown=False, healthy=True)
+    services.set("ext-db", "Running")
+    await asyncio.wait_for(waiting, 1)
+    services.healths.clear()  # no check: Talos's words
+    services.set("ext-db", "Waiting")
+    assert cond.describe() == 'service "ext-db" to be "up"'
