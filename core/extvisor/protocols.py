@@ -156,8 +156,8 @@ class Backend(Protocol):
     # launch() or adopt() returned): in its namespaces and cgroup, with its process's
     # environment, user, working directory and capabilities, stdin empty, stdout and stderr
     # merged (keep the first EXEC_OUTPUT_MAX bytes, read and drop the rest). At *timeout*
-    # seconds kill it and return ExecResult(None, output, timed_out=True); never leave it
-    # running. A command that cannot be started ends with the runtime's code for that (runc
+    # seconds kill it and what it started (extvisor.oci.procs.kill_tree) and return
+    # ExecResult(None, output, timed_out=True); never leave it running. A command that cannot be started ends with the runtime's code for that (runc
     # 255, containerd and podman 127) and its message as output; when the runtime itself
     # fails, raise BackendError. Health checks (``healthcheck: test:``) call it;
     # a backend without it runs services whose check is ``tcp``, ``http`` or ``notify`` only.

@@ -36,3 +36,35 @@ def watch_kill(pid: int, gone: Callable[[], None]) -> None:
         gone()
 
     loop.add_reader(pidfd, ready)  # readable once the process has exited
+
+
+def kill_tree(pid: int, signum: int = signal.SIGKILL) -> int:
+    """Send *signum* to *pid* and every process descended from it; return how many.
+
+    For a health check killed at its timeout: ``sh -c "sleep 30"`` leaves its ``sleep``
+    running if only the shell is killed. Descendants are found by their parent PIDs in
+    /proc, all of them before any is killed (a killed parent's children move away).
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    killed = 0
+    for member in tree:
+        try:
+            os.kill(member, signum)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed

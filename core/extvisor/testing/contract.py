@@ -293,7 +293,8 @@ class BackendContract:
         handle, sink = await harness.launch(spec)
         await sink.wait_for(b"up\n")
         began = asyncio.get_running_loop().time()
-        got = await asyncio.wait_for(run(handle, ["/bin/sh", "-c", "echo started; exec sleep 737"], 0.5),
+        # sh stays the parent of sleep: what the command started goes with it
+        got = await asyncio.wait_for(run(handle, ["/bin/sh", "-c", "echo started; sleep 737; echo late"], 0.5),
                                      self.wait_timeout)  # fmt: skip
         assert got.timed_out and got.exit_code is None, got
         assert asyncio.get_running_loop().time() - began < 5.0

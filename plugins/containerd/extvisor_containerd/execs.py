@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from extvisor import BackendError, ExecResult
+from extvisor.oci.procs import kill_tree
 from extvisor.protocols import EXEC_OUTPUT_MAX
 
 from . import client as c
@@ -85,6 +86,7 @@ async def task_exec(client: c.Client, cid: str, process: dict[str, Any], fifo_di
     tasks = client.tasks
     waiting: asyncio.Future[Any] | None = None
     created = False
+    pid = 0
     try:
         request = c.tasks_pb2.ExecProcessRequest(
             container_id=cid, exec_id=exec_id, stdout=str(path), stderr=str(path), terminal=False,
@@ -97,13 +99,16 @@ async def task_exec(client: c.Client, cid: str, process: dict[str, Any], fifo_di
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await client.call(tasks.Start, c.tasks_pb2.StartRequest(container_id=cid, exec_id=exec_id))
+                    start = c.tasks_pb2.StartRequest(container_id=cid, exec_id=exec_id)
+                    pid = int((await client.call(tasks.Start, start)).pid)
                 except c.grpc.aio.AioRpcError as exc:
                     if c.is_gone(exc):
                         raise
                     return ExecResult(127, (exc.details() or exc.code().name).encode())  # not startable: its reason
                 reply = await asyncio.shield(waiting)
         except TimeoutError:
+            if pid > 0:  # what the command started too (Tasks.Kill signals the command only)
+                kill_tree(pid)
             kill = c.tasks_pb2.KillRequest(container_id=cid, exec_id=exec_id, signal=signal.SIGKILL)
             with contextlib.suppress(c.grpc.aio.AioRpcError):
                 await client.call(tasks.Kill, kill)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from extvisor import BackendError, ExecResult
+from extvisor.oci.procs import kill_tree
 from extvisor.protocols import EXEC_OUTPUT_MAX
 
 from .stream import _frames
@@ -93,8 +92,7 @@ async def podman_exec(api: Any, container_id: str, argv: Sequence[str], timeout:
         with contextlib.suppress(Exception):
             pid = int((await in_thread(lambda: inspect(exec_id))).get("Pid") or 0)
             if local and pid > 0:
-                os.kill(pid, signal.SIGKILL)
-                killed = True
+                killed = kill_tree(pid) > 0  # the command and what it started
         output = b""
         if killed:
             with contextlib.suppress(Exception):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 from extvisor import ExecResult
+from extvisor.oci.procs import kill_tree
 from extvisor.protocols import EXEC_OUTPUT_MAX
 
 READ = 65536
@@ -38,7 +37,7 @@ async def read_capped(stream: asyncio.StreamReader, keep: bytearray) -> None:
 
 def _kill(pid_file: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        kill_tree(int(pid_file.read_text().strip()))  # the command and what it started
 
 
 async def runc_exec(binary: str, root: Path, cid: str, scratch: Path, argv: Sequence[str], timeout: float) -> ExecResult:
