@@ -311,3 +311,25 @@ async def test_disabled_check_is_no_check(make_sup):
     await until(lambda: sup.is_up("ext-a"))
     assert sup.health("ext-a") is None
     await sup.shutdown()
+
+
+async def test_notify_socket_under_a_long_state_dir(tmp_path: Path):
+    """A socket path is at most 107 bytes; a deep state dir still gets its socket."""
+    import os
+    import socket
+
+    from extvisor.runtime.probes import NotifySocket
+
+    notify = NotifySocket(tmp_path / ("x" * 60) / ("y" * 60) / "notify")
+    notify.open()
+    try:
+        assert len(str(notify.path)) > 108 and notify.path.exists()
+        fd = os.open(notify.directory, os.O_PATH)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+            client.sendto(b"READY=1\nSTATUS=up", f"/proc/self/fd/{fd}/notify.sock")
+        os.close(fd)
+        got = await asyncio.wait_for(notify.messages.get(), 2)
+        assert got["READY"] == "1" and got["STATUS"] == "up"
+    finally:
+        notify.close()
+    assert not notify.path.exists()

@@ -162,7 +162,14 @@ class NotifySocket:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # an earlier daemon's
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        sock.bind(str(self.path))
+        if len(os.fsencode(self.path)) < 100:
+            sock.bind(str(self.path))
+        else:  # a socket path is at most 107 bytes: bind through a short name of the directory
+            fd = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                sock.bind(f"/proc/self/fd/{fd}/{self.path.name}")
+            finally:
+                os.close(fd)
         os.chmod(self.path, 0o777)  # the service may run as any user (systemd's is 0777 too)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock = sock
