@@ -251,7 +251,7 @@ async def test_tcp_and_http_checks(make_sup):
 NOTIFIER = """
 import os, socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-time.sleep(0.3)
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0.3)
 s.sendto(b"READY=1\\nSTATUS=serving", os.environ["NOTIFY_SOCKET"])
 for _ in range(int(sys.argv[1])):
     time.sleep(0.05)
@@ -273,6 +273,18 @@ async def test_notify_ready_and_watchdog(make_sup, tmp_path: Path):
     # The watchdog stops after ten pings: unhealthy one interval later.
     await until(lambda: not sup.services["ext-n"].info().health.healthy)
     assert sup.services["ext-n"].info().health.last_message == "no WATCHDOG=1 in 300ms"
+    await sup.shutdown()
+
+
+async def test_notify_ready_at_once_is_not_lost(make_sup, tmp_path: Path):
+    """READY=1 sent the moment the service starts, before its run is watched, still counts."""
+    script = tmp_path / "notifier.py"
+    script.write_text(NOTIFIER)
+    check = {"notify": True, "timeout": "2s", "retries": 1, "on_failure": "none"}
+    sup = make_sup(spec("n", f"exec {sys.executable} {script} 0 0", check))
+    sup.start_all()
+    await until(lambda: sup.is_up("ext-n"), timeout=1.8)
+    assert sup.services["ext-n"].info().health.last_message == "serving"
     await sup.shutdown()
 
 

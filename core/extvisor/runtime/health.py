@@ -115,9 +115,11 @@ class HealthMonitor:
             self._task = None
         if self._verdict is not None and not self._verdict.done():
             self._verdict.cancel()
-        if self._notify is not None:
+        if quiet:
+            return
+        if self._notify is not None:  # what this run said is not the next one's (READY=1 may come early)
             self._notify.drain()
-        if not quiet and self.check is not None:
+        if self.check is not None:
             self._set(False, "service not running")
 
     def close(self) -> None:
@@ -155,7 +157,9 @@ class HealthMonitor:
     async def _notify_loop(self, check: HealthCheck, adopted: bool) -> None:
         """READY=1 within ``start_period + timeout``; then, with ``interval`` set in the file,
         WATCHDOG=1 (or READY=1) at least every interval. STATUS= is the last message."""
-        assert self._notify is not None
+        if self._notify is None:  # prepare() was not called for this run: nothing to listen on
+            self._record(check, Outcome(False, "error", "no notify socket for this run", 1), time.time(), 0.0)
+            return
         messages = self._notify.messages
         ready = adopted
         said_status = ""  # STATUS= stays the message until the next one
