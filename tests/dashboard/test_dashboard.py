@@ -219,3 +219,25 @@ def test_a_nodes_escape_sequences_are_shown_not_obeyed() -> None:
     line = event_line(event, time.time()).plain
     assert "^[[2J" in line and "^[]0;pwned^G [/]" in line and "\x1b" not in line
     assert last_event({"events": [event]}) == "bad ^[]0;pwned^G [/]"
+
+
+async def test_health_column_and_line(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path)
+    add_service(d, "checked", TICKER)
+    add_service(d, "plain", TICKER)
+    with open(d.config_dir / "checked.yaml", "a") as f:
+        f.write("healthcheck: {test: [CMD-SHELL, 'echo fine'], interval: 200ms}\n")
+    d.start()
+    try:
+        app = DashboardApp(str(d.socket), max_backoff=0.5)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await until(pilot, lambda: app.table.shown() == ["ext-checked", "ext-plain"], "both services listed")
+            await until(pilot, lambda: cell(app, "ext-checked", "health") == "OK", "checked is healthy")
+            assert cell(app, "ext-plain", "health") == "?"
+            assert app.table.selected == "ext-checked"
+            await until(pilot, lambda: "health (exec): OK" in str(app.query_one("#events-body").render()),
+                        "the health line of the selected service")  # fmt: skip
+            body = str(app.query_one("#events-body").render())
+            assert ": fine" in body and "Health check successful" in body
+    finally:
+        assert d.stop(signal.SIGTERM, timeout=20) == 0
