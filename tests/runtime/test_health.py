@@ -20,6 +20,7 @@ from extvisor import ExecResult
 from extvisor.documents.models import Dependency, Restart, ServiceSpec
 from extvisor.plugins import PluginManager
 from extvisor.protocols import EXEC_OUTPUT_MAX
+from extvisor.runtime.host import Launched
 from extvisor.runtime.probes import NOTIFY_DIR
 from extvisor.runtime.supervisor import Options, Supervisor
 from extvisor.state import State
@@ -295,8 +296,8 @@ async def test_an_adopted_notify_service_is_ready(make_sup, tmp_path: Path):
     check = {"notify": True, "interval": "300ms", "retries": 1, "on_failure": "none"}
     sup = make_sup(spec("n", f"exec {sys.executable} {script} 1000", check))
     service = sup.services["ext-n"]
-    handle = await sup.backend.launch(sup.request_for(service.spec))
-    service.adopt(handle)
+    handle = await sup.backend.launch(sup.request_for(service.spec, service.rootfs))
+    service.adopt(Launched(handle, "adopted"))
     await until(lambda: service.state is State.Running)
     health = service.info().health
     assert health.healthy and health.checks[0].output == "READY=1 (said to an earlier daemon)"
