@@ -9,6 +9,7 @@ provider's health, a service restarted after failed checks; the HEALTH column, t
 from __future__ import annotations
 
 import contextlib
+import time
 import os
 import socket
 import textwrap
@@ -22,14 +23,16 @@ from podman_service import PodmanService, podman_service  # noqa: F401  (fixture
 
 from extvisor.testing import make_busybox_rootfs
 
-NOTIFIER = (
-    "import os,socket,time\n"
+NOTIFIER = (  # sd_notify's way: a send that fails (no daemon listening just now) is ignored
+    "import contextlib,os,socket,time\n"
     "s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\n"
+    "def say(m):\n"
+    "    with contextlib.suppress(OSError): s.sendto(m,os.environ['NOTIFY_SOCKET'])\n"
     "time.sleep(0.5)\n"
-    "s.sendto(b'READY=1\\nSTATUS=serving',os.environ['NOTIFY_SOCKET'])\n"
+    "say(b'READY=1\\nSTATUS=serving')\n"
     "while not os.path.exists('/data/no-watchdog'):\n"
     "    time.sleep(0.1)\n"
-    "    s.sendto(b'WATCHDOG=1',os.environ['NOTIFY_SOCKET'])\n"
+    "    say(b'WATCHDOG=1')\n"
     "time.sleep(1000)\n"
 )
 HOST_LIBS = [d for d in ("/usr", "/lib", "/lib64") if os.path.isdir(d) and not os.path.islink(d)]
@@ -241,6 +244,40 @@ def test_health_on_podman(tmp_path: Path, data: Path, podman_service: PodmanServ
     services_yaml(d, data, web, free_port())
     try:
         run_scenario(d, data, web)
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+@pytest.mark.containerd
+def test_health_after_a_daemon_restart_that_adopts(tmp_path: Path, data: Path, containerd: ContainerdDaemon) -> None:
+    """SIGUSR2, then a new daemon adopts: same PIDs; exec checks run again, the notify
+    service is ready at once and its watchdog pings reach the new daemon."""
+    import signal
+
+    extra = ["--containerd-address", containerd.address, "--containerd-namespace", "extvisor-health-adopt"]
+    d = DaemonProcess(tmp_path, backend="containerd", extra=extra)
+    services_yaml(d, data, free_port(), free_port())
+    for name in ("app", "hang", "sick", "web", "port"):  # only an exec and a notify check here
+        (d.config_dir / f"{name}.yaml").unlink()
+    (data / "ready").touch()
+    try:
+        d.start()
+        d.wait(lambda: health(d, "ext-late")["healthy"] and health(d, "ext-notified")["healthy"], timeout=30,
+               what="both healthy")  # fmt: skip
+        pids = {sid: d.service(sid)["pid"] for sid in ("ext-late", "ext-notified")}
+        assert d.stop(signal.SIGUSR2) == 0
+        d.socket.unlink(missing_ok=True)
+        d.start()
+        for sid, pid in pids.items():
+            info = d.wait_state(sid, "Running")
+            said = [e["msg"] for e in info["events"]]
+            assert info["pid"] == pid and any(m.startswith(f"Adopted task {sid}") for m in said), info
+        assert health(d, "ext-notified")["healthy"]
+        d.wait(lambda: health(d, "ext-late")["healthy"], what="late checked again")
+        time.sleep(1.5)  # past two watchdog intervals: the pings reach the new socket
+        assert health(d, "ext-notified")["healthy"], health(d, "ext-notified")
+        assert d.stop() == 0
     finally:
         if d.proc is not None and d.proc.poll() is None:
             d.stop()

@@ -96,7 +96,7 @@ class HealthMonitor:
         """The run reached Running: check it until :meth:`end`. The future resolves when
         ``on_failure`` wants the run ended, with the action and the reason. An *adopted*
         container said READY=1 to an earlier daemon already."""
-        self.end(quiet=True)
+        self.pause()
         loop = asyncio.get_running_loop()
         self._verdict = loop.create_future()
         check = self.check
@@ -108,15 +108,17 @@ class HealthMonitor:
         self._task = asyncio.create_task(runner, name=f"health {self.service.id}")
         return self._verdict
 
-    def end(self, quiet: bool = False) -> None:
-        """The run ended: stop checking; a service with a check is "service not running"."""
+    def pause(self) -> None:
+        """Stop checking (the container is being stopped, or the daemon detaches from it)."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    def end(self) -> None:
+        """The run ended: stop checking; a service with a check is "service not running"."""
+        self.pause()
         if self._verdict is not None and not self._verdict.done():
             self._verdict.cancel()
-        if quiet:
-            return
         if self._notify is not None:  # what this run said is not the next one's (READY=1 may come early)
             self._notify.drain()
         if self.check is not None:

@@ -253,7 +253,7 @@ class Service:
             await asyncio.wait({waiter, stop, sick}, return_when=asyncio.FIRST_COMPLETED)
             stopped = not waiter.done()
             if stopped:
-                self.health.end(quiet=True)  # no more checks into a container being stopped
+                self.health.pause()  # no more checks into a container being stopped
                 trouble = await self._terminate(container, waiter)
                 if not waiter.done():
                     waiter.cancel()

@@ -292,8 +292,10 @@ class Supervisor:
     async def detach(self) -> None:
         """Stop supervising, leaving every container running for the next daemon to adopt."""
         self.detaching = True
+        for service in self.services.values():
+            service.health.pause()  # no more events: the records written next are the last
+        self.records.flush()  # while the pids are set: a pending record written later would say "not running"
         await asyncio.gather(*(s.detach() for s in self.services.values()))
-        self.records.flush()
         for service_log in self.logs.values():
             service_log.close()
 
