@@ -7,7 +7,9 @@ is in the backend contract (``test_exec_*``).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -328,7 +330,6 @@ async def test_disabled_check_is_no_check(make_sup):
 
 async def test_notify_socket_under_a_long_state_dir(tmp_path: Path):
     """A socket path is at most 107 bytes; a deep state dir still gets its socket."""
-    import os
     import socket
 
     from extvisor.runtime.probes import NotifySocket
@@ -346,3 +347,19 @@ async def test_notify_socket_under_a_long_state_dir(tmp_path: Path):
     finally:
         notify.close()
     assert not notify.path.exists()
+
+
+async def test_detach_right_after_a_health_event_keeps_the_record_adoptable(make_sup):
+    """A health flip is an event whose record write waits up to a second; a detach (SIGUSR2)
+    within it must still record the running container, or the next daemon replaces it."""
+    from extvisor.runtime.adoption import load
+
+    sup = make_sup(spec("a", "sleep 100", {"test": ["CMD", "/bin/true"], "interval": "50ms"}))
+    sup.start_all()
+    await until(lambda: sup.is_up("ext-a"))
+    pid = sup.services["ext-a"].pid
+    await sup.detach()
+    record = load(sup.options.state_dir, "ext-a")
+    assert record is not None and record.pid == pid and record.spec, record
+    assert record.history()[-1].msg == "Health check successful"
+    os.killpg(pid, signal.SIGKILL)  # the double's process: nobody adopts it here
