@@ -358,8 +358,10 @@ async def test_detach_right_after_a_health_event_keeps_the_record_adoptable(make
     sup.start_all()
     await until(lambda: sup.is_up("ext-a"))
     pid = sup.services["ext-a"].pid
+    handle = sup.services["ext-a"].container
     await sup.detach()
     record = load(sup.options.state_dir, "ext-a")
     assert record is not None and record.pid == pid and record.spec, record
     assert record.history()[-1].msg == "Health check successful"
     os.killpg(pid, signal.SIGKILL)  # the double's process: nobody adopts it here
+    await handle.proc.wait()
