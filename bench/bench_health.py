@@ -78,8 +78,8 @@ def probe_rows(n: int = 400) -> list[Row]:
     finally:
         server.terminate()
         server.wait()
-    return [Row("health: tcp check, daemon CPU", tcp, None, "s", 0.002, "max"),
-            Row("health: http check, daemon CPU", http, None, "s", 0.002, "max")]
+    return [Row("health: tcp check, daemon CPU", tcp * 1000, None, "ms", 2.0, "max"),
+            Row("health: http check, daemon CPU", http * 1000, None, "ms", 2.0, "max")]
 
 
 Samples = tuple[list[float], list[float], list[float], list[float]]  # our CPU, wall; the tool's CPU, wall
