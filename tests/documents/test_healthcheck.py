@@ -136,3 +136,13 @@ def test_talos_rules_unchanged_with_a_healthcheck(tmp_path: Path):
         assert plain.spec.healthcheck is None
         assert checked.spec.model_dump(exclude={"healthcheck"}) == plain.spec.model_dump(exclude={"healthcheck"})
         assert checked.spec.health.interval == 10
+
+
+def test_a_relative_cmd_without_path_is_a_warning():
+    loaded = load("healthcheck:\n  test: [CMD, iscsiadm, -m, session]\n")
+    assert loaded.ok
+    assert problems(loaded) == ["6:warning:healthcheck.test.1: `iscsiadm` is looked up in the service's PATH, "
+                                "which it does not set: write its absolute path, or use CMD-SHELL"]
+    assert not load("healthcheck:\n  test: [CMD, /usr/sbin/iscsiadm]\n").findings
+    with_path = BASE.replace("  entrypoint: /bin/sh\n", "  entrypoint: /bin/sh\n  environment: [PATH=/usr/sbin]\n")
+    assert not load_service_text(with_path + "healthcheck:\n  test: [CMD, iscsiadm]\n", "svc.yaml", KINDS).findings

@@ -145,6 +145,20 @@ def _talos_rules(data: dict[str, Any], report: _Report) -> None:
         )
 
 
+def _health_rules(data: dict[str, Any], report: _Report) -> None:
+    """A ``CMD`` check's program without a ``/`` is looked up in a PATH the service may not set."""
+    check = data.get("healthcheck")
+    test = check.get("test") if isinstance(check, dict) else None
+    if not isinstance(test, list) or len(test) < 2 or test[0] != "CMD" or not isinstance(test[1], str):
+        return
+    container = data.get("container")
+    env = container.get("environment") if isinstance(container, dict) else None
+    if "/" in test[1] or any(isinstance(e, str) and e.startswith("PATH=") for e in env or ()):
+        return
+    report.warn(("healthcheck", "test", 1), f"`{test[1]}` is looked up in the service's PATH, which it does not set: "
+                "write its absolute path, or use CMD-SHELL")
+
+
 def _service(parsed: Parsed, filename: str, kinds: Kinds, strict: bool) -> tuple[LoadedService, Document | None]:
     findings: list[Finding] = []
     docs = parsed.documents
@@ -172,6 +186,7 @@ def _service(parsed: Parsed, filename: str, kinds: Kinds, strict: bool) -> tuple
     body = {k: v for k, v in doc.data.items() if k != "depends"}
     cleaned = _prepare(body, ServiceSpec, (), report, lenient=True)
     _talos_rules(cleaned, report)
+    _health_rules(cleaned, report)
     deps = _depends(doc.data.get("depends"), kinds, report)
     spec: ServiceSpec | None = None
     try:
