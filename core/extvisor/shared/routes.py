@@ -84,7 +84,11 @@ class Route:
 
 # -- what the API answers (the server's models: state.py, server/api.py; kept equal by a test) --
 
-HEALTH = {"unknown": bool, "healthy": bool, "last_message": str}
+CHECK_RESULT = {"time": float, "duration": float, "exit_code": Maybe(int), "output": str}
+HEALTH = {  # the keys with "?" came with health checks: an older daemon has none of them
+    "unknown": bool, "healthy": bool, "last_message": str, "last_change?": Maybe(float), "check?": str,
+    "failing_streak?": int, "checks?": [CHECK_RESULT],
+}  # fmt: skip
 EVENT = {"service": str, "state": str, "msg": str, "ts": float}
 SERVICE = {
     "id": str, "state": str, "health": HEALTH, "events": [EVENT], "restarts": int, "pid": Maybe(int),
