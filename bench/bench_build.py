@@ -61,6 +61,7 @@ def image_tree(project: Path, out: Path) -> None:
 
 
 def timed(cmd: list[str], cwd: Path | None = None) -> float:
+    """Wall time of one whole process."""
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, cwd=cwd)
     return time.perf_counter() - start

@@ -261,14 +261,8 @@ def _archive(layout: Path, out: Path, epoch: int) -> None:
 
 
 def _push(layout: Path, dest: Ref, options: FetchOptions, work: Path) -> None:
-    cmd = [options.skopeo, *_policy_args(work), "copy", "--preserve-digests", "--quiet"]
-    if options.authfile:
-        cmd += ["--dest-authfile", options.authfile]
-    if options.cert_dir:
-        cmd += ["--dest-cert-dir", options.cert_dir]
-    if options.tls_verify is not None:
-        cmd.append(f"--dest-tls-verify={'true' if options.tls_verify else 'false'}")
-    cmd += [f"oci:{layout}:build", dest.skopeo()]
+    cmd = [options.skopeo, *_policy_args(work), "copy", "--preserve-digests", "--quiet", *options.access_args("dest-"),
+           f"oci:{layout}:build", dest.skopeo()]  # fmt: skip
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=options.timeout)
     except FileNotFoundError:

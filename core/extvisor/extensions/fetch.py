@@ -57,16 +57,20 @@ class FetchOptions:
     stall_timeout: float = STALL_TIMEOUT  #: no progress for this long stops the fetch (0: never)
     timeout: float | None = None  #: the whole copy at most this long (None: no limit; a slow but moving fetch goes on)
 
+    def access_args(self, prefix: str = "") -> list[str]:
+        """skopeo's registry options: ``--authfile`` etc., or ``--src-``/``--dest-`` ones with *prefix*."""
+        args = []
+        if self.authfile:
+            args += [f"--{prefix}authfile", self.authfile]
+        if self.cert_dir:
+            args += [f"--{prefix}cert-dir", self.cert_dir]
+        if self.tls_verify is not None:
+            args.append(f"--{prefix}tls-verify={'true' if self.tls_verify else 'false'}")
+        return args
+
     def skopeo_args(self, ref: Ref) -> list[str]:
         args = ["--override-os", "linux", "--override-arch", self.arch]
-        if ref.transport == "docker":
-            if self.authfile:
-                args += ["--src-authfile", self.authfile]
-            if self.cert_dir:
-                args += ["--src-cert-dir", self.cert_dir]
-            if self.tls_verify is not None:
-                args.append(f"--src-tls-verify={'true' if self.tls_verify else 'false'}")
-        return args
+        return args + self.access_args("src-") if ref.transport == "docker" else args
 
 
 @dataclass

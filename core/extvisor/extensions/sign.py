@@ -29,7 +29,7 @@ from typing import Any
 from .fetch import FetchOptions, _skopeo_message
 from .refs import Ref
 from .verify import (
-    OPEN_POLICY, PAYLOAD_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING, VerifyError, _access, repository, resolve,
+    OPEN_POLICY, PAYLOAD_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING, VerifyError, repository, resolve,
     signature_tag,
 )  # fmt: skip
 
@@ -193,7 +193,7 @@ def _existing(repo: str, tag: str, ref: Ref, options: FetchOptions, work: Path) 
     dest = work / "existing"
     policy = work / "policy.json"
     policy.write_text(OPEN_POLICY)
-    cmd = [options.skopeo, "--policy", str(policy), "copy", "--quiet", *_access(options, "src-"), f"docker://{repo}:{tag}", f"dir:{dest}"]
+    cmd = [options.skopeo, "--policy", str(policy), "copy", "--quiet", *options.access_args("src-"), f"docker://{repo}:{tag}", f"dir:{dest}"]
     out = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
     if out.returncode != 0:
         text = out.stderr.decode(errors="replace")
@@ -225,7 +225,7 @@ def sign(ref: Ref, key: Any, options: FetchOptions) -> tuple[str, str]:
         signature_layout(work / "layout", tag, layers)
         target = f"docker://{repo}:{tag}"
         cmd = [options.skopeo, "--policy", str(work / "policy.json"), "copy", "--quiet", "--preserve-digests",
-               *_access(options, "dest-"), f"oci:{work / 'layout'}:{tag}", target]  # fmt: skip
+               *options.access_args("dest-"), f"oci:{work / 'layout'}:{tag}", target]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
         if out.returncode != 0:
             raise SignError(f"{ref}: pushing the signature failed: {_skopeo_message(out.stderr.decode(errors='replace'), ref, options.arch)}")

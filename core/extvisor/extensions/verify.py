@@ -120,17 +120,6 @@ def _global(options: FetchOptions, work: Path) -> list[str]:
     return [options.skopeo, "--policy", str(policy)]
 
 
-def _access(options: FetchOptions, prefix: str = "") -> list[str]:
-    args = []
-    if options.authfile:
-        args += [f"--{prefix}authfile", options.authfile]
-    if options.cert_dir:
-        args += [f"--{prefix}cert-dir", options.cert_dir]
-    if options.tls_verify is not None:
-        args.append(f"--{prefix}tls-verify={'true' if options.tls_verify else 'false'}")
-    return args
-
-
 def _limit(options: FetchOptions) -> float:
     """Manifests only here: at most the fetch's own limits, and 300 s."""
     return min(t for t in (options.timeout, options.stall_timeout, 300.0) if t)
@@ -147,7 +136,7 @@ def _run(cmd: list[str], ref: Ref, options: FetchOptions) -> subprocess.Complete
 
 def resolve(ref: Ref, options: FetchOptions, work: Path) -> tuple[str, bytes]:
     """The digest of the manifest *ref* names (an index for a multi-platform image), and its bytes."""
-    out = _run([*_global(options, work), "inspect", "--raw", *_access(options), ref.skopeo()], ref, options)
+    out = _run([*_global(options, work), "inspect", "--raw", *options.access_args(), ref.skopeo()], ref, options)
     if out.returncode != 0:
         raise VerifyError(f"{ref}: cannot resolve the image: {_skopeo_message(out.stderr.decode(errors='replace'), ref, options.arch)}")
     return "sha256:" + hashlib.sha256(out.stdout).hexdigest(), out.stdout
@@ -180,7 +169,7 @@ def fetch_signatures(repo: str, digest: str, ref: Ref, options: FetchOptions, wo
     skopeo call) to read them.
     """
     source = f"docker://{repo}:{signature_tag(digest)}"
-    out = _run([*_global(options, work), "inspect", "--raw", *_access(options), source], ref, options)
+    out = _run([*_global(options, work), "inspect", "--raw", *options.access_args(), source], ref, options)
     if out.returncode != 0:
         text = out.stderr.decode(errors="replace")
         if "manifest unknown" in text or "not found" in text.lower():
@@ -199,7 +188,7 @@ def fetch_signatures(repo: str, digest: str, ref: Ref, options: FetchOptions, wo
 
 def _copied_signatures(source: str, ref: Ref, options: FetchOptions, work: Path) -> list[tuple[bytes, str]]:
     dest = Path(tempfile.mkdtemp(prefix="sig-", dir=work))
-    cmd = [*_global(options, work), "copy", "--quiet", *_access(options, "src-"), source, f"dir:{dest}"]
+    cmd = [*_global(options, work), "copy", "--quiet", *options.access_args("src-"), source, f"dir:{dest}"]
     out = _run(cmd, ref, options)
     if out.returncode != 0:
         text = out.stderr.decode(errors="replace")
