@@ -9,6 +9,14 @@ Then reports: lines lost (numbers missing in the flood logs' kept files, and in 
 streams apart from what their rotation markers declare), orphans (runc containers and
 processes of the daemon's cgroup parent left after it stopped), the daemon's RSS growth from
 the first to the last minute, and the API's worst and 99th-percentile latency.
+
+python bench/soak.py --listener [--idle 20000] [--slow 200] [--seconds 30]: the TLS listener
+under an unauthenticated flood instead (docs/remote.md, "Limits"). Helper processes hold
+that many TCP connections that never send a byte and TLS handshakes that stop half-way,
+opening a new one whenever the daemon closes one; meanwhile an admin's call over TLS (a new
+connection each) and a call over the Unix socket are timed against the same calls before the
+flood. Reports their worst and median times, the daemon's log growth, descriptors and RSS
+(before, at its peak, and after the connections closed).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_process import DaemonProcess  # noqa: E402
 
@@ -72,12 +81,25 @@ class Latency:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--listener", action="store_true", help="the TLS listener under a flood (listener_soak.py)")
+    ap.add_argument("--idle", type=int, default=20000)
+    ap.add_argument("--slow", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--hold", nargs=4, metavar=("HOST", "PORT", "COUNT", "KIND"), help=argparse.SUPPRESS)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--backend", default="runc")
     ap.add_argument("--floods", type=int, default=4)
     ap.add_argument("--crashers", type=int, default=4)
     ap.add_argument("--stormed", type=int, default=6)
     args = ap.parse_args()
+    if args.hold:
+        from listener_soak import hold
+
+        return hold(*args.hold)
+    if args.listener:
+        from listener_soak import listener_soak
+
+        return listener_soak(args.idle, args.slow, args.seconds)
     base = Path(tempfile.mkdtemp(prefix="extvisor-soak-"))
     d = DaemonProcess(base, backend=args.backend, extra=["--log-max-bytes", str(2 << 20), "--log-backups", "2",
                                                           "--restart-delay", "0.5", "--restart-max-delay", "5"])

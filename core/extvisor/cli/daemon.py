@@ -34,6 +34,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         "config_dir", "rootfs_dir", "state_dir", "log_dir", "socket", "service_config_dir", "backend",
         "host_service", "strict", "log_format", "restart_delay", "restart_max_delay", "stop_timeout",
         "log_max_bytes", "log_backups", "assume_time_synced", "instance", "shutdown_timeout",
+        "max_connections", "handshake_timeout",
     }  # fmt: skip
     listen, tls = list(kw.pop("listen") or ()), {k: kw.pop(k) for k in ("tls_cert", "tls_key", "client_ca")}
     if listen and not all(tls.values()):
@@ -57,6 +58,8 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         listen=listen,
         **{k: Path(v).absolute() if v else None for k, v in tls.items()},
         instance=kw["instance"],
+        max_connections=kw["max_connections"],
+        handshake_timeout=kw["handshake_timeout"],
         supervisor={
             "restart_delay": kw["restart_delay"],
             "restart_max_delay": kw["restart_max_delay"],
@@ -144,6 +147,11 @@ def _build() -> click.Command:
         click.Option(["--tls-key"], type=click.Path(dir_okay=False), help="For --listen: its key."),
         click.Option(["--client-ca"], type=click.Path(dir_okay=False),
                      help="For --listen: the CA of accepted client certificates (their O values are roles)."),
+        click.Option(["--max-connections"], type=click.IntRange(1), default=defaults.MAX_CONNECTIONS, show_default=True,
+                     help="For --listen: TCP connections open at once; at the limit the oldest without a completed "
+                          "TLS handshake is closed for a new one. Lowered to what the open-file limit allows."),
+        click.Option(["--handshake-timeout"], type=click.FloatRange(0.1), default=defaults.HANDSHAKE_TIMEOUT,
+                     show_default=True, help="For --listen: seconds a new TCP connection has to complete its TLS handshake."),
         click.Option(["--service-config-dir"], default=defaults.SERVICE_CONFIG_DIR, show_default=True,
                      help="ExtensionServiceConfig documents (*.yaml)."),
         shared["backend"],

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class DaemonConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None  #: client certificates must be signed by it; their O values are roles
+    max_connections: int = defaults.MAX_CONNECTIONS  #: TLS connections open at once (server/listener.py)
+    handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT  #: seconds from accepting a TLS connection to its handshake's end
     instance: str | None = None  #: keeps cgroups and runtime names apart; None: derived from state_dir
     not_services: tuple[str, ...] = ()  #: names in config_dir that are no service file (dev mode: manifest.yaml)
 
@@ -308,12 +310,9 @@ class Daemon:
 
                 add_extension_routes(app, self.extensions)
 
-        class Server(uvicorn.Server):
-            def capture_signals(self):  # type: ignore[no-untyped-def, override]
-                return nullcontext()  # the daemon handles SIGTERM/SIGINT itself
-
         # Followed streams (events, logs -f, the dashboard) never end by themselves: without
         # a grace timeout, uvicorn would wait for them forever and the daemon would not exit.
+        from extvisor.server.listener import Server, TLSServer
         from extvisor.server.remote import tls_config, unix_app
 
         options: dict[str, Any] = {"log_level": "warning", "lifespan": "off", "access_log": False,
@@ -322,7 +321,8 @@ class Daemon:
         self._server_task = asyncio.create_task(server.serve(sockets=[sock]))
         if listeners:
             # A server of its own: one uvicorn Config holds one SSL context for all its sockets.
-            self._tls_server = Server(tls_config(app, self._tls_context, **options))
+            self._tls_server = TLSServer(tls_config(app, self._tls_context, **options), self.config.max_connections,
+                                         self.config.handshake_timeout)  # fmt: skip
             self._tls_tasks = [asyncio.create_task(self._tls_server.serve(sockets=listeners))]
             log.info("API over mutual TLS on %s", ", ".join("%s:%d" % s.getsockname()[:2] for s in listeners))
         return server
@@ -391,7 +391,7 @@ def _import_server_stack() -> None:
             import uvicorn  # noqa: F401
 
         with _deferred_model_builds():
-            from extvisor.server import api, remote, routes_extensions  # noqa: F401
+            from extvisor.server import api, listener, remote, routes_extensions  # noqa: F401
     finally:
         sys.setswitchinterval(interval)
 

@@ -93,7 +93,10 @@ def bind_tcp(address: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(128)
+    # Go's backlog (the kernel's somaxconn): a burst of connections waits in the kernel, costing the
+    # daemon nothing, instead of having its SYNs dropped and retried a second later (a client with a
+    # certificate among them would wait that second). The daemon's own limits: server/listener.py.
+    sock.listen(socket.SOMAXCONN)
     sock.setblocking(False)
     return sock
 

@@ -26,6 +26,10 @@ SHUTDOWN_TIMEOUT = 90.0  #: the daemon's whole shutdown
 LOG_MAX_BYTES = 10 * 1024 * 1024  #: a service's log file rotates at this size
 LOG_BACKUPS = 3  #: rotated log files kept
 
+# The API over mutual TLS, --listen (docs/remote.md, "Limits").
+MAX_CONNECTIONS = 1024  #: TCP connections open at once; never more than the open-file limit leaves room for
+HANDSHAKE_TIMEOUT = 5.0  #: seconds from accepting a TCP connection to the end of its TLS handshake
+
 # The client.
 CLIENT_TIMEOUT = 30.0  #: connecting and waiting for an answer (a CLI call)
 DASHBOARD_TIMEOUT = 10.0
