@@ -17,6 +17,9 @@ opening a new one whenever the daemon closes one; meanwhile an admin's call over
 connection each) and a call over the Unix socket are timed against the same calls before the
 flood. Reports their worst and median times, the daemon's log growth, descriptors and RSS
 (before, at its peak, and after the connections closed).
+
+python bench/soak.py --tails [--readers 20] [--seconds 30] [--cli-readers]: twenty clients reading a 30 MB
+rotated log whole (tail=1e9) while GET /v1/services is timed (tails_soak.py).
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=20000)
     ap.add_argument("--slow", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--tails", action="store_true", help="huge log tails against the API's latency (tails_soak.py)")
+    ap.add_argument("--readers", type=int, default=20)
+    ap.add_argument("--cli-readers", action="store_true", help="--tails: the readers are `extvisor logs`, not curl")
     ap.add_argument("--hold", nargs=4, metavar=("HOST", "PORT", "COUNT", "KIND"), help=argparse.SUPPRESS)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--backend", default="runc")
@@ -96,6 +102,10 @@ def main() -> int:
         from listener_soak import hold
 
         return hold(*args.hold)
+    if args.tails:
+        from tails_soak import tails_soak
+
+        return tails_soak(args.readers, args.seconds, args.cli_readers)
     if args.listener:
         from listener_soak import listener_soak
 

@@ -153,6 +153,71 @@ def test_tail_start_reads_only_the_end(tmp_path: Path) -> None:
     assert sum(reads) <= 65536
 
 
+# -- issue 24 item 14: tails of more lines than the log has ----------------------------------
+
+
+def test_a_tail_longer_than_the_log_reads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tail=1e9 from twenty clients had each thread step through every line of 30 MB in
+    Python, holding the GIL the event loop needed; now it reads no byte to know."""
+    paths = [tmp_path / f"f{i}" for i in range(3)]
+    for i, p in enumerate(paths):
+        p.write_bytes(b"".join(b"%099d\n" % (i * 1000 + n) for n in range(1000)))
+    reads: list[int] = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: reads.append(n) or real(fd, n, off))
+    files = [open(p, "rb") for p in paths]
+    try:
+        assert tail_start(files, 10**9) == (0, 0)
+        assert tail_start(files, 300_000) == (0, 0)  # as many as the bytes: the whole log too
+        assert reads == []
+        assert tail_start(files, 2999) == (0, 100)  # all lines but one: found by counting blocks
+    finally:
+        for f in files:
+            f.close()
+
+
+@pytest.mark.parametrize("block", [5, 64, 65536])
+def test_every_tail_is_exact_across_files_and_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    import random
+
+    from extvisor.runtime import logread
+
+    monkeypatch.setattr(logread, "BLOCK", block)
+    rng = random.Random(block)
+    text = b"".join(b"%d%s\n" % (i, b"z" * rng.choice([0, 0, 1, 7, 40, 200])) if i % 9 else b"\n" for i in range(400))
+    text += b"no newline at the end"
+    cuts = sorted(rng.sample(range(1, len(text)), 3))
+    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    paths = []
+    for i, part in enumerate(parts):
+        paths.append(tmp_path / f"f{i}")
+        paths[-1].write_bytes(part)
+    lines = text.splitlines(keepends=True)
+    files = [open(p, "rb") for p in paths]
+    try:
+        for n in [*range(1, len(lines) + 3), len(text) - 1, len(text), 10**9]:
+            idx, off = tail_start(files, n)
+            got = parts[idx][off:] + b"".join(parts[idx + 1 :])
+            assert got == b"".join(lines[-n:]), n
+    finally:
+        for f in files:
+            f.close()
+
+
+async def test_a_huge_tail_of_a_rotated_log_is_complete_and_in_order(tmp_path: Path) -> None:
+    log = ServiceLog(tmp_path / "ext-x.log", max_bytes=100_000, backups=3)
+    for i in range(40000):
+        log.write(b"line %06d\n" % i)
+    kept = b"".join(p.read_bytes() for p in log.files())
+    assert len(log.files()) == 4
+    got = await asyncio.gather(*(collect(log, tail=10**9) for _ in range(5)))
+    assert got == [kept] * 5
+    assert kept.endswith(b"line 039999\n")
+    numbers = [int(x.split()[1]) for x in kept.splitlines()]
+    assert numbers == list(range(numbers[0], 40000)) and len(numbers) > 25000
+    log.close()
+
+
 def test_tail_start_across_files_and_edge_cases(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"1\n2\n3")

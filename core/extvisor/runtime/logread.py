@@ -1,7 +1,10 @@
 """Finding where the last N lines of a log start, reading backwards from the end.
 
 The cost depends on N (the bytes those lines hold), not on the size of the files: a
-``--tail 10`` of a 30 MB log reads one block. Callers run it in a thread.
+``--tail 10`` of a 30 MB log reads one block, and a tail of more lines than the log has
+bytes reads nothing. Lines are counted a block at a time in C; Python steps line by line
+only in the block where the tail starts, so a thread running this seldom holds the GIL
+that the event loop needs. Callers run it in a thread.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ def tail_start(files: list[BinaryIO], lines: int) -> tuple[int, int]:
     sizes = [os.fstat(f.fileno()).st_size for f in files]
     if lines == 0:
         return len(files) - 1, sizes[-1]
+    if lines >= sum(sizes):  # a line takes a byte at least: the whole log
+        return 0, 0
     need = lines
     skip_final = True  # a newline that ends the log closes the last line, it does not start one
     for idx in range(len(files) - 1, -1, -1):
@@ -36,6 +41,11 @@ def tail_start(files: list[BinaryIO], lines: int) -> tuple[int, int]:
                     block = block[:-1]
                 skip_final = False
             end = len(block)
+            count = block.count(b"\n")
+            if count < need:  # the tail starts further back
+                need -= count
+                pos = start
+                continue
             while True:
                 nl = block.rfind(b"\n", 0, end)
                 if nl < 0:

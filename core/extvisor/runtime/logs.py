@@ -19,8 +19,9 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from extvisor.runtime.logread import tail_start
 from extvisor.shared import defaults
@@ -29,8 +30,12 @@ DEFAULT_MAX_BYTES = defaults.LOG_MAX_BYTES
 DEFAULT_BACKUPS = defaults.LOG_BACKUPS
 CHUNK = 65536
 _INLINE = 1 << 20  # a reader this close to the end reads in the loop; further back, in a thread
+# One thread for every far read of every log: readers queue there in turn (each has one read
+# outstanding at most), and twenty huge tails keep one core busy at most, not the event loop's.
+_READS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extvisor-log-read")
 
 log = logging.getLogger("extvisor.logs")
+T = TypeVar("T")
 
 
 class ServiceLog:
@@ -279,7 +284,7 @@ class ServiceLog:
                 if tail == 0:
                     index, offset = len(opened) - 1, None
                 else:
-                    index, offset = await asyncio.to_thread(tail_start, [o for _, o in opened], tail)
+                    index, offset = await _in_reader(tail_start, [o for _, o in opened], tail)
                 for _, old in opened[:index]:
                     old.close()
                 opened = opened[index:]
@@ -320,12 +325,16 @@ async def _read(f: BinaryIO) -> bytes:
     try:
         behind = os.fstat(f.fileno()).st_size - f.tell()
         if behind > _INLINE:
-            return await asyncio.to_thread(f.read, CHUNK * 4)
+            return await _in_reader(f.read, CHUNK * 4)
         return f.read(CHUNK)
     except OSError as exc:
         if exc.errno == errno.EBADF:
             return b""
         return f"\n[extvisor: reading the log failed: {exc.strerror}]\n".encode()
+
+
+async def _in_reader(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_READS, fn, *args)
 
 
 def _fsize(fd: int, default: int) -> int:
