@@ -19,6 +19,7 @@ from typing import Any
 
 from extvisor.extensions.project import rootfs_for  # one rule for dev mode and extensions build
 from extvisor.server.daemon import DaemonConfig
+from extvisor.server.files import private_dir
 from extvisor.shared import defaults
 
 STATE = ".extvisor"
@@ -26,12 +27,25 @@ SOCKET_MAX = 100  #: AF_UNIX paths are limited to 107 bytes
 
 
 def socket_for(project: Path) -> Path:
-    """``DIR/.extvisor/extvisor.sock``; a short path in the temp dir when that is too long."""
+    """``DIR/.extvisor/extvisor.sock``; when that is too long for a socket, a short path in
+    ``$XDG_RUNTIME_DIR/extvisor-dev/`` (as podman and systemd), else in ``/tmp/extvisor-dev-<uid>/``.
+    Dev mode makes that directory with :func:`prepare_socket_dir`."""
     path = project / STATE / "extvisor.sock"
     if len(os.fsencode(path)) <= SOCKET_MAX:
         return path
-    digest = hashlib.sha256(os.fsencode(project)).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"extvisor-dev-{os.getuid()}" / f"{digest}.sock"
+    name = hashlib.sha256(os.fsencode(project)).hexdigest()[:12] + ".sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(runtime) and len(os.fsencode(Path(runtime) / "extvisor-dev" / name)) <= SOCKET_MAX:
+        return Path(runtime) / "extvisor-dev" / name
+    return Path(tempfile.gettempdir()) / f"extvisor-dev-{os.getuid()}" / name
+
+
+def prepare_socket_dir(project: Path, socket: Path) -> None:
+    """Make the socket's directory when it is outside the project, refusing one another user
+    made or can change first (:class:`~extvisor.server.files.UnsafeDirectory`): whoever holds
+    it could serve a fake API at the path dev mode prints."""
+    if socket.parent != project / STATE:
+        private_dir(socket.parent, "dev mode's API socket")
 
 
 def dev_config(

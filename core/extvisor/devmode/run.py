@@ -22,7 +22,7 @@ from extvisor.server.extensions import SOURCE as EXTENSION_SOURCE
 from extvisor.documents.findings import Finding
 from extvisor.documents.models import ServiceSpec
 from extvisor.devmode.printer import PRINTER, Printer
-from extvisor.devmode.project import STATE
+from extvisor.devmode.project import STATE, prepare_socket_dir
 
 log = logging.getLogger("extvisor.dev")
 
@@ -216,6 +216,11 @@ async def run_dev(project: Path, config: DaemonConfig, printer: Printer, settle:
     """Run dev mode until SIGINT or SIGTERM; 0 once every service has stopped, 1 on a start error."""
     project = project.resolve()
     (project / STATE).mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_socket_dir(project, config.socket)
+    except DaemonError as exc:
+        log.error("%s", exc)
+        return 1
     gitignore = project / STATE / ".gitignore"
     if not gitignore.exists():
         gitignore.write_text("*\n")

@@ -1,4 +1,6 @@
-"""What the daemon holds on disk while it runs: the state directory's and the instance's locks, the API socket."""
+"""What the daemon holds on disk while it runs: the state directory's and the instance's locks, the API socket;
+and :func:`private_dir`, a directory no other user can write or swap (dev mode's socket
+directory; for any directory extvisor makes where others could have been first)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,52 @@ from pathlib import Path
 
 class DaemonError(Exception):
     """A reason the daemon cannot start, said in one line."""
+
+
+class UnsafeDirectory(DaemonError):
+    """A directory another user owns, can write or could swap: refused, never used."""
+
+
+def private_dir(path: Path, purpose: str = "") -> Path:
+    """*path* as a directory only this user can change, made 0700 when missing.
+
+    Refused (:class:`UnsafeDirectory`, saying why) when it exists as a symlink or not as a
+    directory, belongs to another user, or is writable by group or others; and when its
+    parent lets other users rename it away (writable by them without the sticky bit, as
+    ``/tmp`` has, or owned by another user than root and this one). tmux checks its socket
+    directory the same way; podman and systemd put theirs in ``$XDG_RUNTIME_DIR``.
+    """
+    me = os.geteuid()
+    what = f" for {purpose}" if purpose else ""
+
+    def refuse(why: str) -> UnsafeDirectory:
+        return UnsafeDirectory(f"refusing {path}{what}: {why}")
+
+    try:
+        parent = os.stat(path.parent)
+    except OSError as exc:
+        raise refuse(f"its parent directory cannot be used: {exc.strerror}") from None
+    if parent.st_uid not in (0, me):
+        raise refuse(f"its parent directory {path.parent} belongs to uid {parent.st_uid}")
+    if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+        raise refuse(f"its parent directory {path.parent} is writable by other users (mode {parent.st_mode & 0o7777:o})")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise refuse(f"cannot create it: {exc.strerror}") from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise refuse(f"it is a symlink (to {os.readlink(path)}); another user may have made it. Remove it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise refuse("it exists and is not a directory")
+    if st.st_uid != me:
+        raise refuse(f"it belongs to uid {st.st_uid}, not to you (uid {me}); another user may have made it. Remove it")
+    if st.st_mode & 0o022:
+        raise refuse(f"it is writable by other users (mode {st.st_mode & 0o7777:o}); another user may have put "
+                     "something in it. Remove it")
+    return path
 
 
 def lock_state_dir(state_dir: Path) -> int:
