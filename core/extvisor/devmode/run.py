@@ -23,6 +23,7 @@ from extvisor.documents.findings import Finding
 from extvisor.documents.models import ServiceSpec
 from extvisor.devmode.printer import PRINTER, Printer
 from extvisor.devmode.project import STATE, prepare_socket_dir
+from extvisor.devmode.watchdirs import is_new_dir, watched_dirs
 
 log = logging.getLogger("extvisor.dev")
 
@@ -63,16 +64,40 @@ class Watcher:
         return self.daemon.sup
 
     async def run(self) -> None:
-        from watchfiles import DefaultFilter, awatch
+        from watchfiles import Change, DefaultFilter, awatch
 
         state = self.project / STATE
         flt = DefaultFilter(ignore_paths=[str(state)])
-        try:
-            async for changes in awatch(self.project, watch_filter=flt, stop_event=self.stop_event):
-                for key in {k for _, path in changes if (k := self.classify(Path(path))) is not None}:
-                    self._schedule(key)
-        except Exception as exc:  # e.g. too many directories for the inotify watch limit
-            log.error("watching %s failed, edits are no longer applied: %s", self.project, exc)
+        named: set[Path] = set()
+        while not self.stop_event.is_set():  # once more each time a directory appears
+            dirs, unreadable = watched_dirs(self.project, {state}, flt.ignore_dirs)
+            for d, why in unreadable.items():
+                if d not in named:
+                    named.add(d)
+                    log.warning("%s/ is not watched (%s): changes under it are not applied", os.path.relpath(d), why)
+            watched = {str(d) for d in dirs}
+            grown = False
+            # each directory alone: nothing is followed through a symlink
+            changes_of = awatch(*dirs, watch_filter=flt, stop_event=self.stop_event, recursive=False,
+                                ignore_permission_denied=True)  # fmt: skip
+            try:
+                async for changes in changes_of:
+                    for key in {k for _, path in changes if (k := self.classify(Path(path))) is not None}:
+                        self._schedule(key)
+                    for change, path in changes:
+                        if change == Change.deleted:
+                            watched.discard(path)
+                        elif is_new_dir(path, watched):
+                            grown = True
+                    if grown:
+                        break
+            except Exception as exc:  # e.g. too many directories for the inotify watch limit
+                log.error("watching %s failed, edits are no longer applied: %s", self.project, exc)
+                return
+            finally:
+                await changes_of.aclose()
+            if not grown:
+                return
 
     def close(self) -> None:
         self.stop_event.set()
