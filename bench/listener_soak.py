@@ -44,12 +44,13 @@ def client_hello() -> bytes:
 
 def hold(host: str, port: str, count: str, kind: str) -> int:
     """A helper process: keep *count* connections open (``idle`` or ``slow``) until SIGTERM,
-    opening a new one for each the daemon closes."""
+    opening a new one for each the daemon closes (not with ``idle-once`` or ``slow-once``)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     hello = client_hello()
+    kind, _, once = kind.partition("-")
     sel = selectors.DefaultSelector()
     stop = False
 
@@ -88,7 +89,8 @@ def hold(host: str, port: str, count: str, kind: str) -> int:
                     pass
             sel.unregister(s)
             s.close()  # type: ignore[union-attr]
-            connect(key.data)
+            if not once:
+                connect(key.data)
     return 0
 
 
@@ -103,12 +105,12 @@ def timed(call) -> float:  # type: ignore[no-untyped-def]
     t = time.monotonic()
     try:
         call()
-    except ClientError:
+    except (ClientError, OSError):
         return float("inf")
     return time.monotonic() - t
 
 
-def listener_soak(idle: int, slow: int, seconds: float) -> int:
+def listener_soak(idle: int, slow: int, seconds: float, reopen: bool = True) -> int:
     base = Path(tempfile.mkdtemp(prefix="extvisor-listener-soak-"))
     pki = base / "pki"
     ca = certs.new_ca()
@@ -138,8 +140,13 @@ def listener_soak(idle: int, slow: int, seconds: float) -> int:
     for kind, count in (("slow", slow), ("idle", idle)):
         while count > 0:
             n = min(count, PER_HOLDER)
-            holders.append(subprocess.Popen([sys.executable, me, "--hold", IP, str(port), str(n), kind]))
+            holders.append(subprocess.Popen([sys.executable, me, "--hold", IP, str(port), str(n),
+                                             kind if reopen else f"{kind}-once"]))  # fmt: skip
             count -= n
+    def connect() -> None:
+        socket.create_connection((IP, port), timeout=10).close()
+
+    connects: list[float] = []
     calls_admin: list[float] = []
     calls_unix: list[float] = []
     peak_rss = peak_fds = 0
@@ -147,6 +154,7 @@ def listener_soak(idle: int, slow: int, seconds: float) -> int:
     try:
         while time.monotonic() - t0 < seconds:
             time.sleep(0.5)
+            connects.append(timed(connect))
             calls_admin.append(timed(admin))
             calls_unix.append(timed(unix))
             peak_rss = max(peak_rss, rss_kb(pid))
@@ -166,9 +174,12 @@ def listener_soak(idle: int, slow: int, seconds: float) -> int:
         print(f"  {name}: quiet median {q * 1000:.1f} ms; under the flood median {med * 1000:.1f} ms "
               f"({med / q:.1f}x), worst {worst * 1000:.0f} ms (goal < 1000 ms)")
 
-    print(f"listener soak: {idle} idle connections and {slow} slow handshakes held {seconds:g} s")
+    again = "each reopened when the daemon closes it" if reopen else "not reopened when the daemon closes them"
+    print(f"listener soak: {idle} idle connections and {slow} slow handshakes held {seconds:g} s ({again})")
     show("admin over TLS (a new connection each)", quiet_admin, calls_admin)
     show("Unix socket", quiet_unix, calls_unix)
+    print(f"  a bare TCP connect to the port: median {statistics.median(connects) * 1000:.1f} ms, worst "
+          f"{max(connects) * 1000:.0f} ms (over 1 s: the kernel's accept queue was full and dropped the SYN)")
     print(f"  daemon log: {flood_lines} lines in {seconds:g} s ({flood_lines / seconds:.2f}/s; goal a few a second)")
     print(f"  daemon descriptors at most {peak_fds}")
     print(f"  RSS: {start_rss // 1024} MB before, {peak_rss // 1024} MB at most (goal < 150 MB), "

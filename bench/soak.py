@@ -10,7 +10,7 @@ streams apart from what their rotation markers declare), orphans (runc container
 processes of the daemon's cgroup parent left after it stopped), the daemon's RSS growth from
 the first to the last minute, and the API's worst and 99th-percentile latency.
 
-python bench/soak.py --listener [--idle 20000] [--slow 200] [--seconds 30]: the TLS listener
+python bench/soak.py --listener [--idle 20000] [--slow 200] [--seconds 30] [--no-reopen]: the TLS listener
 under an unauthenticated flood instead (docs/remote.md, "Limits"). Helper processes hold
 that many TCP connections that never send a byte and TLS handshakes that stop half-way,
 opening a new one whenever the daemon closes one; meanwhile an admin's call over TLS (a new
@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=20000)
     ap.add_argument("--slow", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--no-reopen", action="store_true", help="--listener: closed connections are not opened again")
     ap.add_argument("--tails", action="store_true", help="huge log tails against the API's latency (tails_soak.py)")
     ap.add_argument("--readers", type=int, default=20)
     ap.add_argument("--cli-readers", action="store_true", help="--tails: the readers are `extvisor logs`, not curl")
@@ -109,7 +110,7 @@ def main() -> int:
     if args.listener:
         from listener_soak import listener_soak
 
-        return listener_soak(args.idle, args.slow, args.seconds)
+        return listener_soak(args.idle, args.slow, args.seconds, not args.no_reopen)
     base = Path(tempfile.mkdtemp(prefix="extvisor-soak-"))
     d = DaemonProcess(base, backend=args.backend, extra=["--log-max-bytes", str(2 << 20), "--log-backups", "2",
                                                           "--restart-delay", "0.5", "--restart-max-delay", "5"])

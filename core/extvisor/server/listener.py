@@ -248,7 +248,7 @@ class TLSAcceptor:
     async def _transport(self, conn: socket.socket, proto: GuardedSSLProtocol) -> None:
         try:
             await self.loop.connect_accepted_socket(lambda: proto, conn)
-        except OSError:  # the peer left already
+        except Exception:  # the peer left already, or the loop is closing
             conn.close()
             self.handshaking.pop(proto, None)
 
