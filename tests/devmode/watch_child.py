@@ -18,20 +18,20 @@ from extvisor.devmode.run import Watcher
 
 
 class StandIn:
+    """What the watcher asks of the supervisor: the services, their rootfs and sources."""
+
     def __init__(self, project: Path, names: list[str]):
         security = SimpleNamespace(writeableRootfs=False)
-        self.services = {f"ext-{n}": SimpleNamespace(id=f"ext-{n}", spec=SimpleNamespace(
-            name=n, container=SimpleNamespace(security=security))) for n in names}  # fmt: skip
-        self.project = project
-
-    def rootfs_of(self, spec: SimpleNamespace) -> Path:
-        return self.project / spec.name
+        self.services = {f"ext-{n}": SimpleNamespace(
+            id=f"ext-{n}", rootfs=project / n, source=str(project / f"{n}.yaml"),
+            spec=SimpleNamespace(name=n, container=SimpleNamespace(security=security))) for n in names}  # fmt: skip
+        self.options = SimpleNamespace(rootfs_for=lambda name: project / name)
 
 
 async def main(project: Path, names: list[str]) -> None:
     printer = Printer(sys.stdout)
     setup_dev_logging(printer)
-    daemon = SimpleNamespace(sup=StandIn(project, names), config=SimpleNamespace(strict=False))
+    daemon = SimpleNamespace(sup=StandIn(project, names), config=SimpleNamespace(strict=False, not_services=()))
     watcher = Watcher(daemon, project, printer, settle=0.05)  # type: ignore[arg-type]
 
     async def service_file(path: Path) -> None:

@@ -1,7 +1,8 @@
 """Dev mode (``extvisor dev``): a project folder's services in the terminal, reloaded on edits.
 
 Holds the project folder's layout (``project``), the terminal printer (``printer``) and
-the run itself with its file watcher (``run``).
+the run itself with its file watcher (``run``) and which directories it watches
+(``watchdirs``).
 
 May import: ``extvisor.server`` (it runs the daemon in-process), ``extvisor.runtime``,
 ``extvisor.extensions`` (the project layout it shares with ``extensions build``),

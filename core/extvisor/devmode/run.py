@@ -277,9 +277,10 @@ async def run_dev(project: Path, config: DaemonConfig, printer: Printer, settle:
     watch_task: asyncio.Task[None] | None = None
     if ready.done() and not runner.done():
         try:
-            _ready(daemon, printer)
             if signals == 0:
                 watch_task = asyncio.create_task(watcher.run())
+                await asyncio.sleep(0)  # its first step sets the watches: "watching" is true once said
+            _ready(daemon, printer)
         except Exception:  # never leave containers behind because of the terminal side
             log.exception("dev mode failed; stopping every service")
             daemon.request_stop()

@@ -1,12 +1,13 @@
 """The server: the daemon process and its HTTP API, on the Unix socket and over TLS.
 
 Holds the daemon (``daemon``: wiring of plugins, backend, supervisor and API, signals,
-crash recovery), what it holds on disk while it runs (``files``: the lock, the socket), its
+crash recovery), what it holds on disk while it runs (``files``: the lock, the socket, and
+``private_dir`` for a directory no other user may change), its
 own log (``logfmt``), systemd readiness (``notify``), the FastAPI application and its
 service routes (``api``), the stats routes and ``/metrics`` (``metrics``, ``prometheus``),
 the host's addresses for ``/v1/daemon`` (``netaddr``), installed extensions in a running
 daemon and their routes (``extensions``, ``routes_extensions``), and the TLS listener with
-its role check (``remote``).
+its role check (``remote``) and its accepting within limits (``listener``).
 
 May import: ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.remote``,
 ``extvisor.shared`` (the route table it serves, the defaults), ``extvisor.oci``,
