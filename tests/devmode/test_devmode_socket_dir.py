@@ -37,6 +37,10 @@ def test_private_dir_is_made_0700_and_an_existing_private_one_is_kept(tmp_path: 
     sticky.mkdir()
     sticky.chmod(0o1777)  # as /tmp: others may write there, not rename what is ours
     assert mode(private_dir(sticky / "sock")) == 0o700
+    deep = private_dir(tmp_path / "a" / "b" / "c", parents=True)
+    assert [mode(p) for p in (tmp_path / "a", tmp_path / "a" / "b", deep)] == [0o700] * 3
+    with pytest.raises(UnsafeDirectory):
+        private_dir(tmp_path / "x" / "y")  # no parents unless asked
 
 
 @pytest.mark.parametrize("case", ["other-owner", "mode-0777", "symlink", "file", "loose-parent", "parent-of-other"])

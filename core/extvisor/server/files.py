@@ -19,8 +19,9 @@ class UnsafeDirectory(DaemonError):
     """A directory another user owns, can write or could swap: refused, never used."""
 
 
-def private_dir(path: Path, purpose: str = "") -> Path:
-    """*path* as a directory only this user can change, made 0700 when missing.
+def private_dir(path: Path, purpose: str = "", parents: bool = False) -> Path:
+    """*path* as a directory only this user can change, made 0700 when missing (with its
+    missing parents too, each checked the same way, when *parents*).
 
     Refused (:class:`UnsafeDirectory`, saying why) when it exists as a symlink or not as a
     directory, belongs to another user, or is writable by group or others; and when its
@@ -33,6 +34,9 @@ def private_dir(path: Path, purpose: str = "") -> Path:
 
     def refuse(why: str) -> UnsafeDirectory:
         return UnsafeDirectory(f"refusing {path}{what}: {why}")
+
+    if parents and path.parent != path and not os.path.lexists(path.parent):
+        private_dir(path.parent, purpose, parents=True)
 
     try:
         parent = os.stat(path.parent)
