@@ -157,3 +157,18 @@ def test_dev_mode_with_links_to_the_host_applies_every_edit(podman_service: Podm
         rc = dev.stop(signal.SIGINT)
     assert rc == 0, dev.output
     assert not re.search(r"watching .* failed", dev.output), dev.output
+
+
+def test_watched_dirs_lists_real_directories_only(tmp_path: Path) -> None:
+    from extvisor.devmode.watchdirs import watched_dirs
+
+    project = tmp_path / "proj"
+    for d in ("web/etc", "web/usr/lib", ".extvisor/state", "web/node_modules/x"):
+        (project / d).mkdir(parents=True)
+    (project / "web" / "host").symlink_to("/")
+    (project / "web" / "lib").symlink_to("usr/lib")  # inside the project: its target is listed already
+    (project / "web" / "file").write_text("")
+    found, unreadable = watched_dirs(project, {project / ".extvisor"}, {"node_modules"})
+    rel = sorted(str(p.relative_to(project)) for p in found)
+    assert rel == [".", "web", "web/etc", "web/usr", "web/usr/lib"]
+    assert unreadable == {}

@@ -28,6 +28,8 @@ def watched_dirs(project: Path, skip: Collection[Path] = (), skip_names: Collect
         try:
             with os.scandir(d) as it:
                 entries = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone since its parent was listed (a build at work): nothing to say
         except OSError as exc:
             unreadable[d] = exc.strerror or str(exc)
             continue
