@@ -62,12 +62,13 @@ def tails_soak(readers: int, seconds: float, cli: bool = False) -> int:
         url = "http://x/v1/services/ext-big/logs?tail=1000000000"
         while not stop.is_set():
             if cli:
+                env = {**os.environ, "EXTVISOR_SOCKET": str(d.socket)}
                 out = subprocess.run([sys.executable, "-m", "extvisor", "logs", "ext-big", "--tail", "1000000000"],
-                                     capture_output=True, env={**os.environ, "EXTVISOR_SOCKET": str(d.socket)}, timeout=120)
+                                     capture_output=True, env=env, timeout=120)  # fmt: skip
                 n = len(out.stdout)
             else:
-                out = subprocess.run(["curl", "-s", "--unix-socket", str(d.socket), "-o", "/dev/null", "-w", "%{size_download}",
-                                  url], capture_output=True, text=True, timeout=120)  # fmt: skip
+                out = subprocess.run(["curl", "-s", "--unix-socket", str(d.socket), "-o", "/dev/null",
+                                      "-w", "%{size_download}", url], capture_output=True, text=True, timeout=120)  # fmt: skip
                 n = int(out.stdout or 0)
             with lock:
                 read_bytes[0] += n

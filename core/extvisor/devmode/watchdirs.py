@@ -16,7 +16,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 
-def watched_dirs(project: Path, skip: Collection[Path] = (), skip_names: Collection[str] = ()) -> tuple[list[Path], dict[Path, str]]:
+def watched_dirs(project: Path, skip: Collection[Path] = (),
+                 skip_names: Collection[str] = ()) -> tuple[list[Path], dict[Path, str]]:
     """Every directory under *project* (itself included) that can be read, never through a
     symlink, without *skip* and directories named in *skip_names*; and those that could not
     be read, with the reason."""
