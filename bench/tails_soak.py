@@ -34,6 +34,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def _loop_lag(readers: int) -> str:
+    """The same tails in this process, all started at once, against an event loop's lag."""
+    import asyncio
+    import shutil
+
+    from extvisor.runtime.logs import ServiceLog
+
+    d = Path(tempfile.mkdtemp(prefix="extvisor-tails-lag-"))
+    log = ServiceLog(d / "ext-x.log", max_bytes=10 << 20, backups=3)
+    for _ in range(300):
+        log.write((LINE.encode() + b"\n") * 1000)
+    lags: list[float] = []
+    done = False
+
+    async def ticker() -> None:
+        while not done:
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            lags.append(time.monotonic() - t - 0.005)
+
+    async def reader() -> int:
+        n = 0
+        async for chunk in log.read(tail=10**9):
+            n += len(chunk)
+            await asyncio.sleep(0)  # hands the loop back, as a socket write does
+        return n
+
+    tick = asyncio.create_task(ticker())
+    t0 = time.monotonic()
+    sizes = await asyncio.gather(*(reader() for _ in range(readers)))
+    took = time.monotonic() - t0
+    done = True
+    await tick
+    log.close()
+    shutil.rmtree(d)
+    lags.sort()
+    return (f"  in process, {readers} tails of {sizes[0] / 1e6:.0f} MB started at once: done in {took:.2f} s; "
+            f"the event loop's lag p99 {lags[int(len(lags) * 0.99)] * 1000:.1f} ms, worst {lags[-1] * 1000:.0f} ms")
+
+
 def tails_soak(readers: int, seconds: float, cli: bool = False) -> int:
     base = Path(tempfile.mkdtemp(prefix="extvisor-tails-soak-"))
     d = DaemonProcess(base, extra=["--log-max-bytes", str(10 << 20), "--log-backups", "3"])
@@ -89,7 +129,10 @@ def tails_soak(readers: int, seconds: float, cli: bool = False) -> int:
     cpu = cpu_seconds(d.proc.pid) - cpu0  # type: ignore[union-attr]
     d.stop()
     q, worst, med = statistics.median(quiet), max(loaded), statistics.median(loaded)
+    import asyncio
+
     print(f"tails soak: {readers} readers of a {size / 1e6:.0f} MB rotated log (tail=1e9) for {seconds:g} s")
+    print(asyncio.run(_loop_lag(readers)))
     print(f"  GET /v1/services: quiet median {q * 1000:.1f} ms; with the readers median {med * 1000:.1f} ms "
           f"({med / q:.0f}x), p99 {sorted(loaded)[int(len(loaded) * 0.99) - 1] * 1000:.0f} ms, "
           f"worst {worst * 1000:.0f} ms (goal < 1000 ms), {len(loaded)} calls")
