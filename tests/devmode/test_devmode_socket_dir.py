@@ -53,7 +53,7 @@ def test_private_dir_refuses(tmp_path: Path, case: str) -> None:
     elif case == "mode-0777":
         target.mkdir()
         target.chmod(0o777)
-        why = "it is writable by other users (mode 777)"
+        why = "it can be written by others (mode 0777): another user may have put something in it"
     elif case == "symlink":
         (tmp_path / "elsewhere").mkdir(mode=0o700)
         target.symlink_to(tmp_path / "elsewhere")
@@ -66,7 +66,7 @@ def test_private_dir_refuses(tmp_path: Path, case: str) -> None:
         loose.mkdir()
         loose.chmod(0o777)
         target = loose / "sock"
-        why = "is writable by other users (mode 777)"
+        why = "can be written by other users (mode 0777)"
     else:
         theirs = tmp_path / "theirs"
         theirs.mkdir()

@@ -127,14 +127,14 @@ def test_a_store_dir_of_another_user_or_a_symlink_is_refused(tmp_path, kinds, ta
     root = tmp_path / "state" / "extensions"
     root.mkdir(parents=True)
     os.chown(root, 65534, 65534)
-    with pytest.raises(StoreError, match=r"belongs to uid 65534, not to this user .*refusing to use it"):
+    with pytest.raises(StoreError, match=r"refusing .*/extensions for the extension store: it belongs to uid 65534, not to you"):
         Store(root).recover()
     other = tmp_path / "elsewhere"
     other.mkdir()
     link = tmp_path / "state2" / "extensions"
     link.parent.mkdir()
     link.symlink_to(other)
-    with pytest.raises(StoreError, match="is a symlink: refusing to use it"):
+    with pytest.raises(StoreError, match="for the extension store: it is a symlink"):
         Store(link).recover()
     assert os.listdir(other) == []
 
@@ -195,7 +195,7 @@ def test_the_daemon_locks_down_a_state_dir_that_existed(tmp_path):
     finally:
         d.stop()
     os.chown(d.state_dir, 65534, 65534)
-    with pytest.raises(RuntimeError, match=r"belongs to uid 65534, not to this user"):
+    with pytest.raises(RuntimeError, match=r"for the state directory: it belongs to uid 65534, not to you"):
         d.start()
 
 

@@ -125,10 +125,10 @@ def test_gen_never_writes_a_key_through_a_symlink(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("setup,expected", [
     ("other-user", "belongs to uid 65534, not to you"),
-    ("world-writable", "can be written by others (mode 0777; chmod 700 it)"),
-    ("sticky-tmp", "can be written by others (mode 1777; chmod 700 it)"),
-    ("group-writable", "can be written by its group (mode 0770; chmod 700 it)"),
-    ("symlinked-dir", "is a symlink or not a directory"),
+    ("world-writable", "can be written by others (mode 0777)"),
+    ("sticky-tmp", "can be written by others (mode 1777)"),
+    ("group-writable", "can be written by its group (mode 0770)"),
+    ("symlinked-dir", "it is a symlink"),
 ])  # fmt: skip
 def test_gen_refuses_a_directory_others_own_or_can_write(tmp_path: Path, ca_dir: Path, setup: str, expected: str) -> None:
     d = tmp_path / "keys"
@@ -145,7 +145,7 @@ def test_gen_refuses_a_directory_others_own_or_can_write(tmp_path: Path, ca_dir:
             os.chown(d, 65534, 65534)
     for args in (["ca", str(d)], ["server", str(d), "--ca", str(ca_dir), "--san", "x"]):
         out = run(gen, *args, ok=False)
-        assert out.exit_code == 1 and expected in out.stderr and "keys are written only" in out.stderr, out.stderr
+        assert out.exit_code == 1 and expected in out.stderr and "for keys: " in out.stderr, out.stderr
     assert not any(p.name.endswith(".key") for p in (tmp_path / "real" if setup == "symlinked-dir" else d).iterdir())
     out = run(config, "new", str(d / "talosconfig"), "--ca", str(ca_dir), "-e", "127.0.0.2", ok=False)
     assert out.exit_code == 1 and expected in out.stderr and not (d / "talosconfig").exists()

@@ -169,10 +169,10 @@ def test_instance_lock_names_its_holder_and_refuses_a_shared_directory(tmp_path:
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
-    with pytest.raises(DaemonError, match="not a directory of this user's that only it can write"):
+    with pytest.raises(DaemonError, match="for the instance lock: it can be written by others"):
         InstanceLock.take(shared, "one", Path("/var/lib/x"), "--instance")
     (tmp_path / "link").symlink_to(tmp_path / "locks")
-    with pytest.raises(DaemonError, match="not a directory of this user's"):
+    with pytest.raises(DaemonError, match="for the instance lock: "):
         InstanceLock.take(tmp_path / "link", "one", Path("/var/lib/x"), "--instance")
 
 
@@ -185,7 +185,7 @@ def test_only_an_explicit_instance_needs_its_lock(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(files, "instance_lock_dir", lambda: shared)
     # A derived name is kept by its state directory's lock already: an unusable place is no reason to stop.
     assert files.lock_instance("s0123456789", False, tmp_path / "state") is None
-    with pytest.raises(DaemonError, match=f"{shared} is not a directory of this user's"):
+    with pytest.raises(DaemonError, match=f"refusing {shared} for the instance lock: "):
         files.lock_instance("mine", True, tmp_path / "state")
     monkeypatch.setattr(files, "instance_lock_dir", lambda: None)  # another user, no $XDG_RUNTIME_DIR
     assert files.lock_instance("s0123456789", False, tmp_path / "state") is None

@@ -10,8 +10,8 @@ written (``build``); and cosign signatures: checking them before a fetch (``veri
 keys and signing (``sign``).
 docs/extensions.md tells the story.
 
-May import: ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents`` and the plugin
-surface. Never ``extvisor.runtime``, ``extvisor.server``, ``extvisor.client`` or
+May import: ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents``, ``extvisor.shared``
+(the private-directory check) and the plugin surface. Never ``extvisor.runtime``, ``extvisor.server``, ``extvisor.client`` or
 ``extvisor.cli`` (the daemon calls in here, not the other way round).
 """
 

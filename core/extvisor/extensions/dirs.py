@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
+
+from extvisor.shared import dirs
 
 
 class StoreError(Exception):
@@ -18,13 +18,6 @@ def private_dir(path: Path) -> None:
     back); an existing directory of ours gets 0700 whatever its mode was.
     """
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise StoreError(f"{path} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a directory'}: refusing to use it")
-    if st.st_uid != os.geteuid():
-        raise StoreError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}): refusing to use it")
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700, follow_symlinks=False)
+        dirs.private_dir(path, "the extension store", tighten=True)
+    except dirs.UnsafeDirectory as exc:
+        raise StoreError(str(exc)) from None

@@ -10,7 +10,6 @@ relabelled when read (:func:`normalize_key_pem`), the bytes are the same.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import ipaddress
 import os
 import secrets
@@ -23,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from extvisor.shared import dirs
 
 from . import roles as roles_mod
 from .tls import normalize_key_pem
@@ -180,29 +181,10 @@ def write_pair(directory: str | os.PathLike[str], stem: str, pair: KeyPair, over
 def open_private_dir(d: Path) -> int:
     """A descriptor of *d* (made 0700 when missing) if keys may go there: a directory, not a
     symlink, of this user, that neither group nor others can write (as OpenSSH's StrictModes)."""
-    d.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.mkdir(d, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise CertError(f"cannot make {d}: {exc.strerror}") from None
-    try:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise CertError(f"{d} is a symlink or not a directory: keys are written only into a real directory") from None
-        raise CertError(f"cannot open {d}: {exc.strerror}") from None
-    st = os.fstat(fd)
-    problem = ""
-    if st.st_uid != os.geteuid():
-        problem = f"belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
-    elif st.st_mode & 0o022:
-        problem = f"can be written by {'others' if st.st_mode & 0o002 else 'its group'} (mode {stat.S_IMODE(st.st_mode):04o}; chmod 700 it)"
-    if problem:
-        os.close(fd)
-        raise CertError(f"{d} {problem}: keys are written only into a directory nobody else can change")
-    return fd
+        return dirs.open_private_dir(d, "keys", parents=True)
+    except dirs.UnsafeDirectory as exc:
+        raise CertError(str(exc)) from None
 
 
 def _write_at(dir_fd: int, path: Path, data: bytes, mode: int, overwrite: bool) -> None:

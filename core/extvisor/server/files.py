@@ -10,6 +10,8 @@ import socket
 import stat
 from pathlib import Path
 
+from extvisor.shared import dirs
+
 
 class DaemonError(Exception):
     """A reason the daemon cannot start, said in one line."""
@@ -20,59 +22,19 @@ class UnsafeDirectory(DaemonError):
 
 
 def private_dir(path: Path, purpose: str = "", parents: bool = False) -> Path:
-    """*path* as a directory only this user can change, made 0700 when missing (with its
-    missing parents too, each checked the same way, when *parents*).
-
-    Refused (:class:`UnsafeDirectory`, saying why) when it exists as a symlink or not as a
-    directory, belongs to another user, or is writable by group or others; and when its
-    parent lets other users rename it away (writable by them without the sticky bit, as
-    ``/tmp`` has, or owned by another user than root and this one). tmux checks its socket
-    directory the same way; podman and systemd put theirs in ``$XDG_RUNTIME_DIR``.
-    """
-    me = os.geteuid()
-    what = f" for {purpose}" if purpose else ""
-
-    def refuse(why: str) -> UnsafeDirectory:
-        return UnsafeDirectory(f"refusing {path}{what}: {why}")
-
-    if parents and path.parent != path and not os.path.lexists(path.parent):
-        private_dir(path.parent, purpose, parents=True)
-
+    """*path* as a directory only this user can change (:func:`extvisor.shared.dirs.private_dir`),
+    refused with an :class:`UnsafeDirectory` the daemon reports as its own error."""
     try:
-        parent = os.stat(path.parent)
-    except OSError as exc:
-        raise refuse(f"its parent directory cannot be used: {exc.strerror}") from None
-    if parent.st_uid not in (0, me):
-        raise refuse(f"its parent directory {path.parent} belongs to uid {parent.st_uid}")
-    if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
-        raise refuse(f"its parent directory {path.parent} is writable by other users (mode {parent.st_mode & 0o7777:o})")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise refuse(f"cannot create it: {exc.strerror}") from None
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise refuse(f"it is a symlink (to {os.readlink(path)}); another user may have made it. Remove it")
-    if not stat.S_ISDIR(st.st_mode):
-        raise refuse("it exists and is not a directory")
-    if st.st_uid != me:
-        raise refuse(f"it belongs to uid {st.st_uid}, not to you (uid {me}); another user may have made it. Remove it")
-    if st.st_mode & 0o022:
-        raise refuse(f"it is writable by other users (mode {st.st_mode & 0o7777:o}); another user may have put "
-                     "something in it. Remove it")
-    return path
+        return dirs.private_dir(path, purpose, parents=parents)
+    except dirs.UnsafeDirectory as exc:
+        raise UnsafeDirectory(str(exc)) from None
 
 
 def lock_state_dir(state_dir: Path) -> int:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = os.stat(state_dir)
-    if st.st_uid != os.geteuid():
-        raise DaemonError(f"the state directory {state_dir} belongs to uid {st.st_uid}, not to this user "
-                          f"(uid {os.geteuid()}): refusing to use it")  # fmt: skip
-    if stat.S_IMODE(st.st_mode) != 0o700:  # as containerd's root, whatever mode it had: no other user reaches in
-        os.chmod(state_dir, 0o700)
+    try:  # as containerd's root, 0700 whatever mode it had: no other user reaches in
+        dirs.private_dir(state_dir, "the state directory", parents=True, tighten=True)
+    except dirs.UnsafeDirectory as exc:
+        raise DaemonError(str(exc)) from None
     fd = os.open(state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,15 +124,11 @@ class NoLockDir(DaemonError):
 
 
 def _private_dir(path: Path) -> None:
-    """Make *path* (0700); refuse one that is a symlink, another user's, or writable by others."""
+    """Make *path* (0700, with its parents); refuse one another user could change."""
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        st = os.lstat(path)
-    except OSError as exc:
-        raise NoLockDir(f"cannot make {path} for the instance lock: {exc.strerror or exc}") from None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise NoLockDir(f"{path} is not a directory of this user's that only it can write: "
-                        "refusing to keep the instance lock there")
+        dirs.private_dir(path, "the instance lock", parents=True)
+    except dirs.UnsafeDirectory as exc:
+        raise NoLockDir(str(exc)) from None
 
 
 def bind_socket(path: Path) -> socket.socket:
