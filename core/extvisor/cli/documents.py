@@ -21,7 +21,7 @@ def _plugin_manager() -> Any:
 @click.option("--strict", is_flag=True, help="Treat every warning as an error.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def validate(paths: tuple[str, ...], strict: bool, output: str) -> None:
-    """Check service specs and ExtensionServiceConfig files (or directories of *.yaml).
+    """Check service specs, ExtensionServiceConfig files and declared node files (or directories of *.yaml).
 
     Each file's kind is told by its content. Prints FILE:LINE:COL: error|warning: field: message,
     one per line. Exit status 0 when nothing is an error, 1 otherwise.

@@ -3,7 +3,9 @@
 Holds their models (``models``; the ``healthcheck:`` key and Go durations in ``health``), YAML read as Talos reads it with a position for every
 value (``yamlio``), regular files of bounded size (``files``), loading service files with
 every problem located (``loader``), ExtensionServiceConfig streams (``configdocs``), the
-node's ImageVerificationConfig, read from the same streams (``imageverify``), the
+node's ImageVerificationConfig, read from the same streams (``imageverify``), a declared
+node's file (``declared``: SystemExtensionsConfig with its config documents, and masking
+secrets), the
 shaping and locating of findings (``report``), the located diagnostic itself, also used for
 extension images (``findings``), ``extvisor validate`` over files (``validate``), the JSON
 Schema (``schema``), and the core's own ``extvisor_load_services`` plugin, which reads the

@@ -1,6 +1,7 @@
 """``extvisor validate``: files and directories of either document kind, every problem located.
 
-A file is an ExtensionServiceConfig stream when one of its documents has ``kind``; otherwise
+A file holding a ``SystemExtensionsConfig`` document declares a node (``documents/declared.py``);
+else it is an ExtensionServiceConfig stream when one of its documents has ``kind``; otherwise
 it is a service spec. Checking goes on past bad files.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from extvisor.documents.findings import Finding
 from extvisor.documents.configdocs import _configs, is_config_stream
+from extvisor.documents.declared import is_declared, read_declared
 from extvisor.documents.imageverify import KIND, verification_documents
 from extvisor.documents.files import read_file, yaml_files
 from extvisor.documents.loader import Kinds, _service  # the loader's own reading: one reading of a file, two uses
@@ -27,7 +29,7 @@ class FileResult:
     """What ``extvisor validate`` found in one file."""
 
     file: str
-    kind: str  #: ``service``, ``config`` or ``unknown`` (unreadable or not YAML)
+    kind: str  #: ``service``, ``config``, ``declared`` (a node's SystemExtensionsConfig file) or ``unknown``
     findings: list[Finding] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     name_pos: Pos = (0, 0)  #: where a service's ``name`` is, for a duplicate report
@@ -46,6 +48,10 @@ def validate_file(path: Path, kinds: Kinds, strict: bool = False) -> FileResult:
     if data is None:
         return FileResult(str(path), "unknown", [problem])  # type: ignore[list-item]
     parsed = parse(data, str(path))
+    if is_declared(parsed):  # a declared node: SystemExtensionsConfig and its config documents
+        node, findings = read_declared(parsed, str(path))
+        names = [c.name for c in node.configs] if node else []
+        return FileResult(str(path), "declared", _finish(findings, strict), names)
     if is_config_stream(parsed):
         configs, findings = _configs(parsed, str(path))
         verifications, more, held = verification_documents(parsed, str(path))

@@ -16,6 +16,10 @@ dirs and trees no symlink points to; ``collect`` does the same after services mo
 Every directory of the store is made (or, when it existed, made again) 0700 and must belong to
 this user, as containerd's root is: privileged containers run from these trees, so no other
 user may reach into them, whatever modes an image or an earlier install gave its files.
+
+A declared node (``server/declared``) stages every image first (:meth:`Store.stage`), then
+switches them together (:meth:`Store.switch`), and keeps its earlier generations' trees
+(``kept.json``, :meth:`Store.keep`) so that a rollback needs no registry.
 """
 
 from __future__ import annotations
@@ -135,6 +139,8 @@ class Store:
         self.merged_d = self.root / "merged.d"
         self.merged_link = self.root / "merged"
         self._lock = threading.RLock()
+        self._depth = 0
+        self._fd = -1
 
     # -- locking and recovery ------------------------------------------------------------
 
@@ -152,10 +158,14 @@ class Store:
 
         def __enter__(self) -> None:
             self.store._lock.acquire()
-            self.fd = self.store._flock()
+            self.store._depth += 1  # re-entered (install calls stage): one flock for all
+            if self.store._depth == 1:
+                self.store._fd = self.store._flock()
 
         def __exit__(self, *exc: object) -> None:
-            os.close(self.fd)
+            self.store._depth -= 1
+            if self.store._depth == 0:
+                os.close(self.store._fd)
             self.store._lock.release()
 
     def locked(self) -> Store._Held:
@@ -186,6 +196,7 @@ class Store:
 
     def _collect(self, merged: bool) -> list[str]:
         used = {os.path.basename(os.readlink(p)) for p in self.installed_dir.iterdir() if p.is_symlink()}
+        used |= self.kept()
         removed = []
         for tree in self.trees.iterdir():
             if tree.name not in used:
@@ -201,12 +212,9 @@ class Store:
 
     def _read(self, link: Path) -> Installed | None:
         try:
-            tree = self.trees / os.path.basename(os.readlink(link))
-            data = json.loads((tree / "record.json").read_text())
-        except (OSError, ValueError):
+            return self._read_tree(self.trees / os.path.basename(os.readlink(link)))
+        except OSError:
             return None
-        keys = Installed.__dataclass_fields__.keys() - {"tree", "id"}
-        return Installed(tree=tree, **{k: v for k, v in data.items() if k in keys})
 
     def list(self) -> list[Installed]:
         """Installed extensions in stacking order (later ones on top), ``id`` set."""
@@ -260,6 +268,34 @@ class Store:
         *policy* (the node's ImageVerificationConfig) the image is verified before it is fetched.
         """
         with self.locked():
+            staged = self.stage(ref, options, talos, kinds, strict, taken, progress, None, allow_setuid, cancel)
+            old = self.get(staged.name)
+            self._link(staged.name, staged.tree.name)
+            self._rebuild_merged()
+            new = self.get(staged.name)
+            assert new is not None
+            return new, old
+
+    def stage(
+        self,
+        ref: Ref,
+        options: FetchOptions,
+        talos: Version,
+        kinds: Mapping[str, ConditionKind],
+        strict: bool = False,
+        taken: Mapping[str, str] | None = None,
+        progress: ProgressFn = nothing,
+        others: list[Installed] | None = None,
+        allow_setuid: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> Installed:
+        """Fetch, unpack and check *ref* into a tree of its own, installed by nothing yet.
+
+        *others* are the extensions it will sit beside (default: those installed now, but
+        one of its name); :meth:`switch` installs it. A tree no link points to goes at the
+        next :meth:`collect` or :meth:`recover`, unless :meth:`keep` holds it.
+        """
+        with self.locked():
             token = uuid.uuid4().hex[:16]
             work = self.staging / token
             work.mkdir()
@@ -277,8 +313,9 @@ class Store:
                     raise InstallError(ref.given, [Finding.at_path("manifest.yaml", "error", f"extension name {name!r} cannot be installed "
                                                            "(letters, digits, '.', '_', '+', '-'; at most 128)")])  # fmt: skip
                 old = self.get(name)
-                others = [r for r in self.list() if r.name != name]
-                seq = old.seq if old else max((r.seq for r in others), default=-1) + 1
+                if others is None:
+                    others = [r for r in self.list() if r.name != name]
+                seq = old.seq if old else max((r.seq for r in self.list()), default=-1) + 1
                 problems += self._clashes(name, unpacked, others, taken or {})
                 problems += self._conflicts(name, seq, unpacked.check.files, others, strict)
                 if any(p.severity == "error" or (strict and p.severity == "warning") for p in problems):
@@ -297,13 +334,11 @@ class Store:
                 _syncfs(work)
                 os.rename(work, self.trees / token)
                 _fsync_dir(self.trees)
-                self._link(name, token)
             finally:
                 _rmtree(work)
-            self._rebuild_merged()
-            new = self.get(name)
-            assert new is not None
-            return new, old
+            staged = self.tree(token)
+            assert staged is not None
+            return staged
 
     def _link(self, name: str, token: str) -> None:
         tmp = self.installed_dir / f".{name}.{token}"
@@ -351,6 +386,68 @@ class Store:
             _fsync_dir(self.installed_dir)
             self._rebuild_merged()
             return record
+
+    # -- trees kept for declared generations (server/declared) ------------------------------
+
+    def tree(self, token: str) -> Installed | None:
+        """The extension a tree holds, installed or not."""
+        return self._read_tree(self.trees / token)
+
+    def _read_tree(self, tree: Path) -> Installed | None:
+        try:
+            data = json.loads((tree / "record.json").read_text())
+        except (OSError, ValueError):
+            return None
+        keys = Installed.__dataclass_fields__.keys() - {"tree", "id"}
+        return Installed(tree=tree, **{k: v for k, v in data.items() if k in keys})
+
+    def trees_by_digest(self) -> dict[str, Installed]:
+        """Every tree on disk (installed, kept or just staged) by its image digest."""
+        found: dict[str, Installed] = {}
+        for tree in sorted(self.trees.iterdir()) if self.trees.is_dir() else ():
+            record = self._read_tree(tree)
+            if record is not None and record.digest:
+                found.setdefault(record.digest, record)
+        return found
+
+    def kept(self) -> set[str]:
+        """Tokens of trees that :meth:`collect` must leave (an earlier generation's, for a rollback)."""
+        try:
+            held = json.loads((self.root / "kept.json").read_text())
+        except (OSError, ValueError):
+            return set()
+        return {t for tokens in held.values() if isinstance(tokens, list) for t in tokens if isinstance(t, str)}
+
+    def keep(self, held: Mapping[str, list[str]]) -> None:
+        """Replace the kept trees: label -> tokens (written atomically)."""
+        with self.locked():
+            tmp = self.root / ".kept.json.tmp"
+            tmp.write_text(json.dumps(dict(held), indent=1))
+            os.replace(tmp, self.root / "kept.json")
+            _fsync_dir(self.root)
+
+    def switch(self, links: Mapping[str, str | None]) -> None:
+        """Point each ``installed/<name>`` at a tree (a token) or remove it (None), then merge once.
+
+        Each link changes with one rename or unlink, so a process killed half-way leaves every
+        extension either as it was or as asked, never a broken link.
+        """
+        with self.locked():
+            for name, token in links.items():
+                if token is None:
+                    (self.installed_dir / name).unlink(missing_ok=True)
+                elif not (self.trees / token).is_dir():
+                    raise KeyError(f"no tree {token} for extension {name}")
+                else:
+                    self._link(name, token)
+            _fsync_dir(self.installed_dir)
+            self._rebuild_merged()
+
+    def discard(self, token: str) -> None:
+        """Delete a staged tree that will not be installed."""
+        with self.locked():
+            if not any(os.path.basename(os.readlink(p)) == token for p in self.installed_dir.iterdir() if p.is_symlink()):
+                _rmtree(self.trees / token)
 
     # -- the merged tree -------------------------------------------------------------------
 
