@@ -3,7 +3,8 @@
 Holds the group and its table of commands, loaded lazily (``main``); the options and output
 shared by the client commands, local or ``-n`` nodes (``common``); ``documents`` (validate,
 schema, plugins), ``daemon``, ``service`` (services, service, logs, events), ``stats``
-(stats, processes), ``extensions`` (with ``build``: extensions build), ``remote`` (gen ca|server, config), ``dashboard`` and
+(stats, processes), ``extensions`` (with ``build``: extensions build), ``declared`` (apply, diff,
+applied, rollback), ``remote`` (gen ca|server, config), ``dashboard`` and
 ``dev``. A command parses its options and prints; the work is in the part it calls.
 
 May import: every other part (``extvisor.dashboard``, ``extvisor.devmode``,

@@ -29,6 +29,10 @@ COMMANDS = {
     "gen": "extvisor.cli.remote:gen",
     "config": "extvisor.cli.remote:config",
     "extensions": "extvisor.cli.extensions:extensions",
+    "apply": "extvisor.cli.declared:apply",
+    "diff": "extvisor.cli.declared:diff",
+    "applied": "extvisor.cli.declared:applied",
+    "rollback": "extvisor.cli.declared:rollback",
 }
 
 
@@ -49,6 +53,10 @@ SUMMARIES = {
     "processes": "The processes of one service or all of them, like talosctl processes.",
     "gen": "Make a CA and server certificates for remote access (as talosctl gen does), or a signing key.",
     "config": "Client configurations and their contexts, as talosctl config does.",
+    "apply": "Make nodes run what a declared file says, in waves, rolling back on failure.",
+    "diff": "Show what apply would change on each node, and drift since the last apply.",
+    "applied": "Show the declared state each node runs under: generation, when, by whom.",
+    "rollback": "Return nodes to the generation before their current one.",
 }
 
 

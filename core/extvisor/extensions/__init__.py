@@ -3,11 +3,11 @@
 Holds reference parsing (``refs``), fetching with skopeo (``fetch``), applying layers safely
 (``unpack``, reading tars with Go's bounds in ``tarread``), Talos's reading and rules
 (``manifest``, ``semver``), every check (``check``; problems are :class:`extvisor.Finding`),
-the whole pipeline (``image``), progress records (``progress``), the on-disk store with atomic
-install, upgrade and removal (``store``, its 0700 directories by ``dirs``), building an
-image from a dev-mode project folder: the folder checked (``project``), the layer and OCI layout
-written (``build``); and cosign signatures: checking them before a fetch (``verify``), making
-keys and signing (``sign``).
+the whole pipeline (``image``), progress records (``progress``), a reference's digest without
+fetching it (``resolve``), the on-disk store with atomic install, upgrade and removal
+(``store``, its 0700 directories by ``dirs``), building an image from a dev-mode project
+folder: the folder checked (``project``), the layer and OCI layout written (``build``); and
+cosign signatures: checking them before a fetch (``verify``), making keys and signing (``sign``).
 docs/extensions.md tells the story.
 
 May import: ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents``, ``extvisor.shared``

@@ -6,8 +6,9 @@ crash recovery), what it holds on disk while it runs (``files``: the lock, the s
 own log (``logfmt``), systemd readiness (``notify``), the FastAPI application and its
 service routes (``api``), the stats routes and ``/metrics`` (``metrics``, ``prometheus``),
 the host's addresses for ``/v1/daemon`` (``netaddr``), installed extensions in a running
-daemon and their routes (``extensions``, ``routes_extensions``), and the TLS listener with
-its role check (``remote``) and its accepting within limits (``listener``).
+daemon and their routes (``extensions``, ``routes_extensions``), a declared node's engine
+and routes (``declared``: apply, diff, rollback, generations), and the TLS listener with its
+role check (``remote``) and its accepting within limits (``listener``).
 
 May import: ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.remote``,
 ``extvisor.shared`` (the route table it serves, the defaults), ``extvisor.oci``,

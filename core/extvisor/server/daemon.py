@@ -105,6 +105,7 @@ class Daemon:
         self.pm = pm or get_plugin_manager()
         self.sup: Supervisor | None = None
         self.extensions: Extensions | None = None
+        self.declared: Any = None  #: server/declared's engine
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.detach = False
@@ -150,6 +151,11 @@ class Daemon:
         kinds = self.pm.condition_kinds()
         backend = self._backend()
         configs = ConfigStore(cfg.service_config_dir, cfg.state_dir / "configs")
+        self.extensions = Extensions(cfg.state_dir, cfg.extensions, kinds, cfg.strict, configs)
+        from extvisor.server.declared.engine import Declared
+
+        self.declared = Declared(self.extensions, configs, cfg.service_config_dir, cfg.state_dir)
+        await asyncio.to_thread(self.declared.boot)  # the last good generation, before anything loads
         configs.reload()
         hosts = [HostService.parse(h) for h in cfg.host_services]
         options = Options(rootfs_dir=cfg.rootfs_dir, state_dir=cfg.state_dir, log_dir=cfg.log_dir,
@@ -171,7 +177,6 @@ class Daemon:
                 sup.add(item.spec, item.source)  # type: ignore[arg-type]
             except Exception as exc:
                 log.error("%s: cannot set up the service from %s: %s", item.spec.id, item.source, exc)  # type: ignore[union-attr]
-        self.extensions = Extensions(cfg.state_dir, cfg.extensions, kinds, cfg.strict, configs)
         try:
             await self.extensions.attach(sup)
         except InstallError as exc:
@@ -309,6 +314,10 @@ class Daemon:
                 from extvisor.server.routes_extensions import add_extension_routes
 
                 add_extension_routes(app, self.extensions)
+            if self.declared is not None:
+                from extvisor.server.declared.routes import add_declared_routes
+
+                add_declared_routes(app, self.declared)
 
         # Followed streams (events, logs -f, the dashboard) never end by themselves: without
         # a grace timeout, uvicorn would wait for them forever and the daemon would not exit.
@@ -392,6 +401,7 @@ def _import_server_stack() -> None:
 
         with _deferred_model_builds():
             from extvisor.server import api, listener, remote, routes_extensions  # noqa: F401
+            from extvisor.server.declared import routes  # noqa: F401
     finally:
         sys.setswitchinterval(interval)
 
