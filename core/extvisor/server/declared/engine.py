@@ -3,7 +3,7 @@
 An apply is one change: every image is resolved and pulled and checked first (nothing on the
 node changes if one fails), then the store switches the extensions together, the config file
 is written, and only the services whose image or configuration changed restart. Each of them
-must then be Running (and healthy, where it has a check) and stay so for ``STABLE`` seconds
+must then be Running (and healthy, where it has a check) and stay so (``gate.py``)
 within the timeout; otherwise the node goes back to what it ran before — the earlier trees are
 still in the store — and says why. A successful apply is a new generation. ``pending.json``
 says what to come back to while an apply is under way: a daemon killed half-way comes back on
@@ -26,14 +26,12 @@ from extvisor.extensions.resolve import digest_of
 from extvisor.extensions.store import Installed, InstallError
 from extvisor.runtime.configstore import ConfigStore
 from extvisor.server.declared.files import Files, NodeState, write_atomic
+from extvisor.server.declared.gate import wait_ready
 from extvisor.server.declared.plan import plan
 from extvisor.server.extensions import SOURCE, Extensions, source_of
-from extvisor.state import State
 
 log = logging.getLogger("extvisor.declared")
 CONFIG_FILE = "00-declared.yaml"  #: in --service-config-dir; sorts first, so its documents win a duplicate
-STABLE = 1.0  #: seconds a changed service must stay Running (and healthy) to count
-CRASHES = 3  #: runs ended since the apply that fail it at once
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -238,7 +236,7 @@ class Declared:
             restarted = await self._transition(before, target, progress)
             changed["restarted"] = restarted
             progress({"stage": "health", "message": f"waiting for {', '.join(restarted)}" if restarted else "nothing restarted"})
-            ok, reason = await self._gate(restarted, timeout)
+            ok, reason = await wait_ready(self.ext.sup, restarted, timeout)
         except Exception as exc:  # whatever went wrong, the node goes back
             log.exception("apply of generation %d failed", number)
             ok, reason = False, f"apply failed: {exc!r}"
@@ -247,7 +245,7 @@ class Declared:
             log.warning("generation %d rolled back: %s", number, reason)
             try:
                 again = await self._transition(self.node_state(), before, progress)
-                ok_back, why_back = await self._gate(again, min(timeout, 30.0))
+                ok_back, why_back = await wait_ready(self.ext.sup, again, min(timeout, 30.0))
                 if not ok_back:
                     log.warning("after the rollback: %s", why_back)
             except Exception:
@@ -303,44 +301,6 @@ class Declared:
         else:
             path.unlink(missing_ok=True)
         return self.configs.reload()
-
-    async def _gate(self, ids: list[str], timeout: float) -> tuple[bool, str]:
-        """Every service of *ids* Running (and healthy, where it has a check) for STABLE seconds."""
-        sup = self.ext.sup
-        assert sup is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        base = {sid: sup.services[sid].restarts for sid in ids if sid in sup.services}
-        since: dict[str, tuple[float, int, int | None]] = {}
-        while True:
-            now = loop.time()
-            waiting: list[str] = []
-            for sid in ids:
-                service = sup.services.get(sid)
-                if service is None:
-                    continue
-                verdict, why = _judge(service, base.get(sid, 0))
-                if verdict == "bad":
-                    return False, f"{sid} {why}{_last_log(sup, sid)}"
-                mark = (now, service.restarts, service.pid)
-                if verdict == "ok":
-                    first = since.setdefault(sid, mark)
-                    if first[1:] != mark[1:]:
-                        since[sid] = mark
-                    if now - since[sid][0] < STABLE:
-                        waiting.append(f"{sid} (settling)")
-                else:
-                    since.pop(sid, None)
-                    waiting.append(f"{sid} ({why})")
-            if not waiting:
-                return True, ""
-            if now >= deadline:
-                return False, f"not ready within {_duration(timeout)}: {'; '.join(waiting)}{_last_log(sup, waiting[0].split()[0])}"
-            changed = asyncio.ensure_future(sup.changed())
-            try:
-                await asyncio.wait_for(changed, min(0.2, max(deadline - now, 0.01)))
-            except TimeoutError:
-                pass
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -435,37 +395,7 @@ def _changes(before: NodeState, target: NodeState) -> dict[str, list[str]]:
     }
 
 
-def _judge(service: Any, base_restarts: int) -> tuple[str, str]:
-    """ok, wait or bad, and what is awaited or wrong."""
-    last = service.history.last
-    msg = last.msg if last else ""
-    if service.state == State.Failed:
-        return "bad", f"failed: {msg}"
-    if service.restarts - base_restarts >= CRASHES:
-        return "bad", f"exited {service.restarts - base_restarts} times since the apply: {msg}"
-    restart = getattr(service.spec.restart, "value", service.spec.restart)
-    if service.state == State.Finished and restart in ("never", "untilSuccess") and "successfully" in msg:
-        return "ok", ""
-    if service.state != State.Running:
-        return "wait", f"{service.state.value}: {msg}" if msg else service.state.value
-    if getattr(service.spec, "health", None) is None:  # no health check: Running is enough
-        return "ok", ""
-    health = service.info(0).health
-    if health.unknown:
-        return "wait", "waiting for its first health check"
-    return ("ok", "") if health.healthy else ("wait", f"unhealthy: {health.last_message}")
-
-
-def _last_log(sup: Any, sid: str) -> str:
-    text = sup.last_log(sid).strip().splitlines() if sid in sup.services else []
-    return f"; last log: {text[-1][:200]}" if text else ""
-
-
 def _why(exc: BaseException) -> str:
     if isinstance(exc, InstallError):
         return f"{exc.ref}: " + "; ".join(str(p) for p in exc.problems if p.severity == "error")
     return str(exc)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:g}s" if seconds < 60 else f"{int(seconds // 60)}m{int(seconds % 60)}s"
