@@ -132,6 +132,7 @@ class Declared:
         if self.lock.locked():
             raise Busy("another apply is already in progress on this node")
         async with self.lock, self.ext.lock:
+            self.ext.busy = "the apply of a declared file"
             began = time.monotonic()
             gen = self.files.current()
             before = self.node_state()
@@ -168,6 +169,7 @@ class Declared:
             prev = self.files.generation(gen["previous"])
             if prev is None:
                 raise Refused(f"generation {gen['previous']} is no longer kept on this node")
+            self.ext.busy = "a rollback of the declared state"
             before = self.node_state()
             target = NodeState.from_dict(prev["state"])
             staged: list[str] = []
@@ -206,7 +208,7 @@ class Declared:
                 if record is None:
                     ref = parse_ref(fetch_ref(pinned(image, digest)))
                     record = await asyncio.to_thread(store.stage, ref, ext.options, ext.talos, ext.kinds, ext.strict,
-                                                     taken, forward, [])  # fmt: skip
+                                                     taken, forward, [], _setuid(ext))  # fmt: skip
                     staged.append(record.tree.name)
                     if record.digest != digest:
                         raise Refused(f"{image}: pulled {record.digest}, but it was resolved to {digest}")
@@ -315,6 +317,7 @@ class Declared:
 
     def _finish(self, began: float, result: str, gen: dict[str, Any] | None, changed: dict[str, list[str]], reason: str,
                 by: str) -> dict[str, Any]:  # fmt: skip
+        self.ext.busy = ""
         number = gen["generation"] if gen else None
         last = {"result": result, "reason": reason, "at": time.time(), "by": by, "generation": number}
         if result != "unchanged":
@@ -350,7 +353,7 @@ class Declared:
             if tree is None:
                 try:
                     tree = store.stage(parse_ref(fetch_ref(entry["image"])), ext.options, ext.talos, ext.kinds, ext.strict,
-                                       {}, lambda p: None, [])  # fmt: skip
+                                       {}, lambda p: None, [], _setuid(ext))  # fmt: skip
                 except (FetchError, RefError, InstallError) as exc:
                     log.error("declared state: cannot bring back %s (%s): %s", name, entry["image"], _why(exc))
                     continue
@@ -374,6 +377,10 @@ class Declared:
                                            f"applied; back on {where}"})  # fmt: skip
             self.files.clear_pending()
         self._pin()
+
+
+def _setuid(ext: Extensions) -> bool:
+    return bool(getattr(ext.settings, "allow_setuid", False))
 
 
 def _entry(record: Installed, image: str) -> dict[str, Any]:
