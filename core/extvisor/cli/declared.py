@@ -246,7 +246,9 @@ def applied(output: str, socket_path: str | None, nodes: tuple[str, ...], endpoi
         fl = _fleet(socket_path, nodes, endpoints, context, config_file)
         outcomes = fl.each(get)
         items = [{"node": _label(o.target), **o.value} for o in answers(fl, outcomes)]
-        if output != "text":
+        if output == "yaml":
+            _yaml(items if fl.remote else items[0])
+        elif output != "text":
             emit(items if fl.remote else items[0], output)
         else:
             for i in items:
@@ -254,6 +256,21 @@ def applied(output: str, socket_path: str | None, nodes: tuple[str, ...], endpoi
         finish(outcomes)
 
     run(go)
+
+
+def _yaml(data: Any) -> None:
+    """YAML with the document as a block, readable as the file it was."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    click.echo(yaml.dump(data, Dumper=Dumper, sort_keys=False), nl=False)
 
 
 def _when(ts: float | None) -> str:
