@@ -162,3 +162,14 @@ def test_files_are_kept_atomically_and_pruned(tmp_path):
     files.prune()
     assert files.numbers() == [1, 2, 4, 5, 6, 7, 8]  # the newest five, the current one and its previous
     assert not list((tmp_path / "declared").rglob(".*.tmp"))
+
+
+def test_roles_of_the_declared_routes():
+    from extvisor.remote import roles
+
+    for path in ("/v1/declared", "/v1/declared/diff"):
+        method = "GET" if path == "/v1/declared" else "POST"
+        assert roles.allowed([roles.READER], method, path) and roles.allowed([roles.ADMIN], method, path)
+    for path in ("/v1/declared/apply", "/v1/declared/rollback"):
+        assert roles.required("POST", path) == roles.ADMIN_ONLY
+        assert not roles.allowed([roles.OPERATOR, roles.READER], "POST", path)
