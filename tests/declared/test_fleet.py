@@ -55,13 +55,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, registry: Registry, pusher: 
     f.stop()
 
 
-def declared(fleet: Fleet, alpha: str = "1.0.0", beta: str = "1.0.0", greeting: str = "hello", extra: str = "") -> str:
+def declared(fleet: Fleet, alpha: str = "1.0.0", beta: str = "1.0.0", greeting: str = "hello", extra: str = "",
+             tail: str = "") -> str:  # fmt: skip
     host = fleet.registry.host  # type: ignore[attr-defined]
     text = (
         "apiVersion: v1alpha1\nkind: SystemExtensionsConfig\nextensions:\n"
         f"  - image: {host}/ext/alpha:{alpha}\n  - image: {host}/ext/beta:{beta}\n{extra}"
         "---\napiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: beta\n"
-        f"environment:\n  - GREETING={greeting}\n"
+        f"environment:\n  - GREETING={greeting}\n{tail}"
     )
     path = fleet.base / "node.yaml"
     path.write_text(text)
@@ -259,3 +260,34 @@ def test_an_unreachable_node_fails_and_stops_the_rollout(fleet: Fleet) -> None:
     got = {row["node"]: row for row in json.loads(r.stdout)}
     assert got["127.0.0.9"]["result"] == "failed" and "connection refused" in got["127.0.0.9"]["reason"], r.stdout
     assert got[IPS[0]]["result"] == "skipped" and fleet.pids(IPS[0]) == before
+
+
+def test_the_file_carries_its_image_verification_config(fleet: Fleet) -> None:
+    ip = IPS[0]  # on generation 2: alpha 2.0.0, beta 1.0.0, hello
+    d = fleet.daemons[ip]
+    host = fleet.registry.host  # type: ignore[attr-defined]
+    before, had = fleet.pids(ip), installed(fleet, ip)
+
+    def ivc(action: str) -> str:
+        return f'---\napiVersion: v1alpha1\nkind: ImageVerificationConfig\nrules:\n  - image: "{host}/ext/*"\n    {action}: true\n'
+
+    denied = declared(fleet, alpha="2.0.0", tail=ivc("deny"))
+    assert cli(fleet.env, "validate", denied).returncode == 0
+    r = fleet.run("admin", "apply", "-f", denied, "-n", ip)
+    assert r.returncode == 1 and rows(r.stdout)[ip][1] == "failed", r.stdout + r.stderr
+    assert "refused by rule 0" in r.stderr and "deny" in r.stderr
+    assert fleet.pids(ip) == before and installed(fleet, ip) == had
+    assert "ImageVerificationConfig" not in (d.service_config_dir / "00-declared.yaml").read_text()
+
+    skipped = declared(fleet, alpha="2.0.0", tail=ivc("skip"))
+    r = fleet.run("admin", "apply", "-f", skipped, "-n", ip)
+    assert r.returncode == 0 and rows(r.stdout)[ip][1:4] == ["applied", "4", "-"], r.stdout + r.stderr
+    assert fleet.pids(ip) == before  # a new trust document restarts nothing
+    assert "kind: ImageVerificationConfig" in (d.service_config_dir / "00-declared.yaml").read_text()
+
+    (d.service_config_dir / "other.yaml").write_text(ivc("skip").removeprefix("---\n"))
+    try:
+        r = fleet.run("admin", "apply", "-f", skipped, "-n", ip)
+        assert r.returncode == 1 and "other.yaml already holds an ImageVerificationConfig" in r.stderr, r.stdout + r.stderr
+    finally:
+        (d.service_config_dir / "other.yaml").unlink()

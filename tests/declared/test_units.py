@@ -61,8 +61,11 @@ def test_a_declared_file_reads_and_renders_pinned():
          "t.yaml:5:7", "a second SystemExtensionsConfig document (the first is at line 1)"),
         ("apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: x\nenvironment: [A=1]\n", "t.yaml:1:1",
          "no SystemExtensionsConfig document"),
-        ("apiVersion: v1alpha1\nkind: SystemExtensionsConfig\n---\napiVersion: v1alpha1\nkind: ImageVerificationConfig\n",
-         "t.yaml:5:7", "ImageVerificationConfig is not accepted"),
+        ("apiVersion: v1alpha1\nkind: SystemExtensionsConfig\n---\napiVersion: v1alpha1\nkind: ImageVerificationConfig\n"
+         "rules: [{image: '*', deny: true}]\n---\napiVersion: v1alpha1\nkind: ImageVerificationConfig\nrules: []\n",
+         "t.yaml:9:7", "a second ImageVerificationConfig document (the first is at line 4)"),
+        ("apiVersion: v1alpha1\nkind: SystemExtensionsConfig\n---\napiVersion: v1alpha1\nkind: ImageVerificationConfig\n"
+         "rules:\n  - image: '*'\n    keyless: {}\n", "t.yaml:8:5", "keyless rules are not supported"),
         ("apiVersion: v1alpha1\nkind: SystemExtensionsConfig\nextensions:\n  - image: reg/x@sha256:12\n",
          "t.yaml:4:12", "a digest is sha256: and 64 hex digits"),
     ],

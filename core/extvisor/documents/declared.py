@@ -1,7 +1,8 @@
 """A declared node: one multi-document YAML file saying what a node runs.
 
-It holds one ``SystemExtensionsConfig`` (extvisor's own document: the extension images) and
-any number of Talos ``ExtensionServiceConfig`` documents, taken as Talos reads them::
+It holds one ``SystemExtensionsConfig`` (extvisor's own document: the extension images), any
+number of Talos ``ExtensionServiceConfig`` documents, taken as Talos reads them, and at most one
+``ImageVerificationConfig`` (read by ``imageverify``, as in the service-config directory)::
 
     apiVersion: v1alpha1
     kind: SystemExtensionsConfig
@@ -28,14 +29,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from extvisor.documents.findings import Finding
+from extvisor.documents.imageverify import ImageVerification
+from extvisor.documents.imageverify import _document as verification_document
 from extvisor.documents.models import ExtensionServiceConfig
 from extvisor.documents.report import CONFIG_KIND, _describe, _errors, _finding, _finish, _prepare, _Report
 from extvisor.documents.yamlio import Parsed, parse
 
 DECLARED_KIND = "SystemExtensionsConfig"
 VERIFICATION_KIND = "ImageVerificationConfig"
-#: kinds a declared file may hold (ImageVerificationConfig only once the trust document exists)
-KINDS = (DECLARED_KIND, CONFIG_KIND)
+#: kinds a declared file may hold
+KINDS = (DECLARED_KIND, CONFIG_KIND, VERIFICATION_KIND)
 MASK = "***"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _LOCAL = ("oci", "oci-archive", "docker-archive", "tarball")
@@ -137,7 +140,8 @@ class DeclaredNode:
     lines: list[int] = field(default_factory=list)  #: the line of each image
     configs: list[ExtensionServiceConfig] = field(default_factory=list)
     raw_configs: list[dict[str, Any]] = field(default_factory=list)  #: the documents as read, for writing
-    verification: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None  #: the ImageVerificationConfig as read, for writing
+    verification_doc: ImageVerification | None = None  #: the same, understood
 
     def config_text(self) -> str:
         """The configuration documents as the node's config file holds them ("" for none)."""
@@ -198,10 +202,15 @@ def read_declared(parsed: Parsed, filename: str) -> tuple[DeclaredNode | None, l
                 elif not _errors(report.findings):
                     names[config.name] = doc.values.get(("name",), doc.start)[0]
                     node.configs.append(config)
-                    node.raw_configs.append(doc.data)
+                    node.raw_configs.append(_typed(doc))
         elif kind == VERIFICATION_KIND:
-            report.error(("kind",), f"{VERIFICATION_KIND} is not accepted in a declared file by this extvisor "
-                                    "(no image verification support)")  # fmt: skip
+            if node.verification is not None:
+                report.error(("kind",), f"a second {VERIFICATION_KIND} document (the first is at line "
+                                        f"{node.verification_doc.line if node.verification_doc else '?'}): a node takes at most one")  # fmt: skip
+            else:
+                found, problems = verification_document(doc, filename)
+                report.findings.extend(problems)
+                node.verification, node.verification_doc = _typed(doc), found
         else:
             what = f"kind {_describe(kind)}" if kind is not None else "a document without kind"
             report.error(("kind",) if kind is not None else (), f"{what} has no place in a declared node file "
@@ -212,6 +221,22 @@ def read_declared(parsed: Parsed, filename: str) -> tuple[DeclaredNode | None, l
                                                                 "holds exactly one"))  # fmt: skip
     findings = _finish(findings, False)
     return (None if _errors(findings) else node), findings
+
+
+def _typed(doc: Any) -> Any:
+    """The document's data with its plain booleans as booleans again (``deny: true``), so that
+    writing it gives what was written, not ``deny: 'true'``."""
+
+    def walk(value: Any, path: tuple[Any, ...]) -> Any:
+        if path in doc.bools:
+            return doc.bools[path]
+        if isinstance(value, dict):
+            return {k: walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    return walk(doc.data, ())
 
 
 def _read_head(doc: Any, report: _Report, node: DeclaredNode, repos: dict[str, int]) -> None:

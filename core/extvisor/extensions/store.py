@@ -268,7 +268,7 @@ class Store:
         *policy* (the node's ImageVerificationConfig) the image is verified before it is fetched.
         """
         with self.locked():
-            staged = self.stage(ref, options, talos, kinds, strict, taken, progress, None, allow_setuid, cancel)
+            staged = self.stage(ref, options, talos, kinds, strict, taken, progress, None, allow_setuid, cancel, policy)
             old = self.get(staged.name)
             self._link(staged.name, staged.tree.name)
             self._rebuild_merged()
@@ -288,6 +288,7 @@ class Store:
         others: list[Installed] | None = None,
         allow_setuid: bool = False,
         cancel: threading.Event | None = None,
+        policy: Policy | None = None,
     ) -> Installed:
         """Fetch, unpack and check *ref* into a tree of its own, installed by nothing yet.
 

@@ -24,9 +24,11 @@ from extvisor.documents.findings import Finding
 from extvisor.extensions import FetchError, Progress, RefError, parse_ref
 from extvisor.extensions.resolve import digest_of
 from extvisor.extensions.store import Installed, InstallError
+from extvisor.extensions.verify import VerifyError
 from extvisor.runtime.configstore import ConfigStore
 from extvisor.server.declared.files import Files, NodeState, write_atomic
 from extvisor.server.declared.gate import wait_ready
+from extvisor.server.declared.policy import other_verification, policy_for, recheck
 from extvisor.server.declared.plan import plan
 from extvisor.server.extensions import SOURCE, Extensions, source_of
 
@@ -88,6 +90,9 @@ class Declared:
                                                                       "it cannot hold config documents")])  # fmt: skip
         return node
 
+    def _policy(self, configs_text: str) -> Any:
+        return policy_for(self.config_dir, CONFIG_FILE, configs_text, self.ext.settings.require_signatures)
+
     async def _resolve(self, images: list[str], progress: ProgressFn) -> list[str]:
         async def one(image: str) -> str:
             ref = parse_ref(fetch_ref(image))
@@ -138,8 +143,12 @@ class Declared:
             before = self.node_state()
             staged: list[str] = []
             try:
+                other = other_verification(self.config_dir, CONFIG_FILE) if node.verification is not None else None
+                if other is not None:
+                    raise Refused(f"{other} already holds an ImageVerificationConfig and the file declares one: "
+                                  "a node takes at most one")  # fmt: skip
                 digests = await self._resolve(node.images, progress)
-                target, staged = await self._stage(node.images, digests, progress)
+                target, staged = await self._stage(node.images, digests, progress, self._policy(node.config_text()))
             except (FetchError, RefError, InstallError, Refused) as exc:
                 for token in staged:
                     self.ext.store.discard(token)
@@ -175,7 +184,8 @@ class Declared:
             staged: list[str] = []
             try:
                 images = [e["image"] for e in target.extensions.values()]
-                found, staged = await self._stage(images, [e["digest"] for e in target.extensions.values()], progress)
+                found, staged = await self._stage(images, [e["digest"] for e in target.extensions.values()], progress,
+                                                  self._policy(target.configs))  # fmt: skip
             except (FetchError, RefError, InstallError, Refused) as exc:
                 for token in staged:
                     self.ext.store.discard(token)
@@ -188,7 +198,8 @@ class Declared:
             why = f"back to generation {prev['generation']} from {gen['generation']} (extvisor rollback)"
             return self._finish(began, "rolled back", prev, changed, why, by)
 
-    async def _stage(self, images: list[str], digests: list[str], progress: ProgressFn) -> tuple[NodeState, list[str]]:
+    async def _stage(self, images: list[str], digests: list[str], progress: ProgressFn,
+                     policy: Any = None) -> tuple[NodeState, list[str]]:  # fmt: skip
         """Every image as a tree in the store (pulled and checked if need be), none switched yet."""
         store, ext = self.ext.store, self.ext
         installed = {r.digest: r for r in store.list()}
@@ -205,10 +216,16 @@ class Declared:
         try:
             for image, digest in zip(images, digests):
                 record = installed.get(digest) or trees.get(digest)
+                if record is not None and policy is not None:  # already here: under the policy of now
+                    ref = parse_ref(fetch_ref(pinned(image, digest)))
+                    try:
+                        await asyncio.to_thread(recheck, policy, ref, getattr(record, "verified", "none"), ext.options)
+                    except VerifyError as exc:
+                        raise Refused(str(exc)) from None
                 if record is None:
                     ref = parse_ref(fetch_ref(pinned(image, digest)))
                     record = await asyncio.to_thread(store.stage, ref, ext.options, ext.talos, ext.kinds, ext.strict,
-                                                     taken, forward, [], _setuid(ext))  # fmt: skip
+                                                     taken, forward, [], _setuid(ext), None, policy)  # fmt: skip
                     staged.append(record.tree.name)
                     if record.digest != digest:
                         raise Refused(f"{image}: pulled {record.digest}, but it was resolved to {digest}")
@@ -353,7 +370,7 @@ class Declared:
             if tree is None:
                 try:
                     tree = store.stage(parse_ref(fetch_ref(entry["image"])), ext.options, ext.talos, ext.kinds, ext.strict,
-                                       {}, lambda p: None, [], _setuid(ext))  # fmt: skip
+                                       {}, lambda p: None, [], _setuid(ext), None, self._policy(target.configs))  # fmt: skip
                 except (FetchError, RefError, InstallError) as exc:
                     log.error("declared state: cannot bring back %s (%s): %s", name, entry["image"], _why(exc))
                     continue
