@@ -141,6 +141,7 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         self._fd = -1
+        self._unsynced = False  #: trees staged without a sync, synced by the next switch
 
     # -- locking and recovery ------------------------------------------------------------
 
@@ -289,12 +290,14 @@ class Store:
         allow_setuid: bool = False,
         cancel: threading.Event | None = None,
         policy: Policy | None = None,
+        sync: bool = True,
     ) -> Installed:
         """Fetch, unpack and check *ref* into a tree of its own, installed by nothing yet.
 
         *others* are the extensions it will sit beside (default: those installed now, but
         one of its name); :meth:`switch` installs it. A tree no link points to goes at the
-        next :meth:`collect` or :meth:`recover`, unless :meth:`keep` holds it.
+        next :meth:`collect` or :meth:`recover`, unless :meth:`keep` holds it. With *sync*
+        False the filesystem is synced once, by the :meth:`switch` that installs it.
         """
         with self.locked():
             token = uuid.uuid4().hex[:16]
@@ -332,7 +335,10 @@ class Store:
                 }  # fmt: skip
                 (work / "record.json").write_text(json.dumps(record, indent=2))
                 (work / "files.json").write_text(json.dumps(unpacked.check.files))
-                _syncfs(work)
+                if sync:
+                    _syncfs(work)
+                else:
+                    self._unsynced = True
                 os.rename(work, self.trees / token)
                 _fsync_dir(self.trees)
             finally:
@@ -434,6 +440,9 @@ class Store:
         extension either as it was or as asked, never a broken link.
         """
         with self.locked():
+            if self._unsynced:  # one syncfs for every tree staged since, before a link points at one
+                _syncfs(self.trees)
+                self._unsynced = False
             for name, token in links.items():
                 if token is None:
                     (self.installed_dir / name).unlink(missing_ok=True)

@@ -26,10 +26,11 @@ from extvisor.extensions.resolve import digest_of
 from extvisor.extensions.store import Installed, InstallError
 from extvisor.extensions.verify import VerifyError
 from extvisor.runtime.configstore import ConfigStore
+from extvisor.server.declared.boot import allow_setuid, converge_at_start, reason_of
 from extvisor.server.declared.files import Files, NodeState, write_atomic
 from extvisor.server.declared.gate import wait_ready
 from extvisor.server.declared.policy import other_verification, policy_for, recheck
-from extvisor.server.declared.plan import plan
+from extvisor.server.declared.plan import plan, repository
 from extvisor.server.extensions import SOURCE, Extensions, source_of
 
 log = logging.getLogger("extvisor.declared")
@@ -93,9 +94,14 @@ class Declared:
     def _policy(self, configs_text: str) -> Any:
         return policy_for(self.config_dir, CONFIG_FILE, configs_text, self.ext.settings.require_signatures)
 
-    async def _resolve(self, images: list[str], progress: ProgressFn) -> list[str]:
+    async def _resolve(self, images: list[str], progress: ProgressFn, known: set[str] | None = None) -> list[str]:
+        """Each image's digest. With *known* (the repositories the store holds trees of), a tag
+        of another repository is left unresolved (""): it is pulled anyway, by its tag, once."""
+
         async def one(image: str) -> str:
             ref = parse_ref(fetch_ref(image))
+            if known is not None and "@" not in ref.target and repository(image) not in known:
+                return ""
             if "@" not in ref.target:
                 progress({"stage": "resolve", "message": f"{image} for linux/{self.ext.options.arch}", "ref": image})
             return await asyncio.to_thread(digest_of, ref, self.ext.options)
@@ -147,12 +153,14 @@ class Declared:
                 if other is not None:
                     raise Refused(f"{other} already holds an ImageVerificationConfig and the file declares one: "
                                   "a node takes at most one")  # fmt: skip
-                digests = await self._resolve(node.images, progress)
+                store = self.ext.store
+                known = {repository(r.ref) for r in [*store.list(), *store.trees_by_digest().values()]}
+                digests = await self._resolve(node.images, progress, known)
                 target, staged = await self._stage(node.images, digests, progress, self._policy(node.config_text()))
             except (FetchError, RefError, InstallError, Refused) as exc:
                 for token in staged:
                     self.ext.store.discard(token)
-                return self._finish(began, "failed", gen, {}, _why(exc), by)
+                return self._finish(began, "failed", gen, {}, reason_of(exc), by)
             target.configs = node.config_text()
             document = node.render([e["image"] for e in target.extensions.values()])
             if target.same(before) and gen is not None and gen["document"] == document:
@@ -189,7 +197,7 @@ class Declared:
             except (FetchError, RefError, InstallError, Refused) as exc:
                 for token in staged:
                     self.ext.store.discard(token)
-                return self._finish(began, "failed", gen, {}, f"cannot roll back to generation {prev['generation']}: {_why(exc)}", by)
+                return self._finish(began, "failed", gen, {}, f"cannot roll back to generation {prev['generation']}: {reason_of(exc)}", by)
             target.extensions = found.extensions
             ok, reason, changed = await self._change(before, target, gen, prev["generation"], timeout, by, progress)
             if not ok:
@@ -222,12 +230,12 @@ class Declared:
                         await asyncio.to_thread(recheck, policy, ref, getattr(record, "verified", "none"), ext.options)
                     except VerifyError as exc:
                         raise Refused(str(exc)) from None
-                if record is None:
-                    ref = parse_ref(fetch_ref(pinned(image, digest)))
+                if record is None:  # by digest; an image never seen here by its tag, in one pull
+                    ref = parse_ref(fetch_ref(pinned(image, digest) if digest else image))
                     record = await asyncio.to_thread(store.stage, ref, ext.options, ext.talos, ext.kinds, ext.strict,
-                                                     taken, forward, [], _setuid(ext), None, policy)  # fmt: skip
+                                                     taken, forward, [], allow_setuid(ext), None, policy, False)  # fmt: skip
                     staged.append(record.tree.name)
-                    if record.digest != digest:
+                    if digest and record.digest != digest:
                         raise Refused(f"{image}: pulled {record.digest}, but it was resolved to {digest}")
                 if record.name in target:
                     raise Refused(f"{image} and {target[record.name]['image']} are both the extension {record.name}")
@@ -348,56 +356,8 @@ class Declared:
     # -- at daemon start ----------------------------------------------------------------------
 
     def boot(self) -> None:
-        """Converge to the last good generation before any service starts (in a thread).
-
-        After a crash in the middle of an apply, to what ``pending.json`` says; a missing image
-        is pulled again by digest (the only thing reached over the network).
-        """
-        pending, gen = self.files.pending(), self.files.current()
-        if pending is None and gen is None:
-            return
-        target = NodeState.from_dict(pending["restore"] if pending else gen["state"])  # type: ignore[index]
-        store, ext = self.ext.store, self.ext
-        store.recover()
-        installed = {r.name: r for r in store.list()}
-        trees = store.trees_by_digest()
-        links: dict[str, str | None] = {}
-        for name, entry in target.extensions.items():
-            here = installed.get(name)
-            if here is not None and here.digest == entry["digest"]:
-                continue
-            tree = trees.get(entry["digest"])
-            if tree is None:
-                try:
-                    tree = store.stage(parse_ref(fetch_ref(entry["image"])), ext.options, ext.talos, ext.kinds, ext.strict,
-                                       {}, lambda p: None, [], _setuid(ext), None, self._policy(target.configs))  # fmt: skip
-                except (FetchError, RefError, InstallError) as exc:
-                    log.error("declared state: cannot bring back %s (%s): %s", name, entry["image"], _why(exc))
-                    continue
-            links[name] = tree.tree.name
-        links.update({n: None for n in installed if n not in target.extensions})
-        if links:
-            store.switch(links)
-            log.warning("declared state: converged to %s: %s", f"generation {gen['generation']}" if gen else "the state before the first apply",
-                        ", ".join(f"{n} {'removed' if t is None else 'installed'}" for n, t in links.items()))  # fmt: skip
-        path = self.config_file
-        if path is not None and target.configs != self.config_now():
-            if target.configs:
-                write_atomic(path, target.configs, 0o600)
-            else:
-                path.unlink(missing_ok=True)
-        if pending is not None:
-            where = f"generation {gen['generation']}" if gen else "the state before the first apply"
-            self.files.set_last({"result": "rolled back", "at": time.time(), "by": pending.get("by", ""),
-                                 "generation": gen["generation"] if gen else None,
-                                 "reason": f"the daemon stopped while generation {pending.get('generation')} was being "
-                                           f"applied; back on {where}"})  # fmt: skip
-            self.files.clear_pending()
-        self._pin()
-
-
-def _setuid(ext: Extensions) -> bool:
-    return bool(getattr(ext.settings, "allow_setuid", False))
+        """Converge to the last good generation before any service starts (``boot.py``)."""
+        converge_at_start(self)
 
 
 def _entry(record: Installed, image: str) -> dict[str, Any]:
@@ -417,9 +377,3 @@ def _changes(before: NodeState, target: NodeState) -> dict[str, list[str]]:
         "removed": [label(n, e) for n, e in before.extensions.items() if n not in target.extensions],
         "restarted": [],
     }
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, InstallError):
-        return f"{exc.ref}: " + "; ".join(str(p) for p in exc.problems if p.severity == "error")
-    return str(exc)
