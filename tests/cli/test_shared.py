@@ -55,10 +55,11 @@ def test_control_characters_are_shown_as_cat_v_shows_them():
 
 
 def client_commands() -> dict[str, click.Command]:
-    from extvisor.cli import dashboard, extensions, service, stats
+    from extvisor.cli import dashboard, declared, extensions, service, stats
 
     cmds = {c.name: c for c in (service.services, service.service, service.logs, service.events, stats.stats,
-                                 stats.processes, dashboard.dashboard, extensions.extensions)}  # fmt: skip
+                                 stats.processes, dashboard.dashboard, extensions.extensions, declared.apply,
+                                 declared.diff, declared.applied, declared.rollback)}  # fmt: skip
     cmds.update({f"extensions {n}": extensions.extensions.commands[n] for n in ("install", "remove")})
     return cmds  # type: ignore[return-value]
 

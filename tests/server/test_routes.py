@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from extvisor.remote import roles
 from extvisor.server.api import ActionResult, DaemonInfo, create_app
+from extvisor.server.declared.routes import ApplyRequest, DiffRequest, RollbackRequest, add_declared_routes
 from extvisor.server.routes_extensions import InstallRequest, add_extension_routes
 from extvisor.shared import routes
 from extvisor.shared.shapes import Map, Maybe
@@ -25,6 +26,7 @@ def served() -> set[tuple[str, str]]:
     """(method, path) of every route the daemon's app serves; the handlers only register here."""
     app = create_app(object(), dict)  # type: ignore[arg-type]
     add_extension_routes(app, object())  # type: ignore[arg-type]
+    add_declared_routes(app, object())  # type: ignore[arg-type]
     out = set()
     for r in app.routes:
         out |= {(m, r.path) for m in getattr(r, "methods", None) or {"GET"} if m != "HEAD"}
@@ -80,6 +82,7 @@ def shape_of(annotation: Any) -> Any:
 @pytest.mark.parametrize("model, shape", [
     (ServiceInfo, routes.SERVICE), (ServiceEvent, routes.EVENT), (DaemonInfo, routes.DAEMON_INFO),
     (ActionResult, routes.ACTION_RESULT), (InstallRequest, routes.INSTALL_REQUEST),
+    (DiffRequest, routes.DIFF_REQUEST), (ApplyRequest, routes.APPLY_REQUEST), (RollbackRequest, routes.ROLLBACK_REQUEST),
 ], ids=lambda v: getattr(v, "__name__", ""))  # fmt: skip
 def test_declared_shapes_are_the_server_models(model: type[BaseModel], shape: dict):
     assert shape_of(model) == _required(shape)

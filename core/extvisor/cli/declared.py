@@ -13,20 +13,19 @@ from typing import Any
 
 import click
 
-from extvisor.cli.common import emit, node_options, run, socket_option
+from extvisor.cli.common import Where, emit, node_options, run
+from extvisor.client.format import printable
 
 ROW = ["NODE", "RESULT", "GENERATION", "CHANGED", "DURATION"]
 
 
-def _fleet(socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None,
-           config_file: str | None):  # type: ignore[no-untyped-def]  # fmt: skip
-    from extvisor.client.nodes import fleet
-
-    return fleet(socket_path, config_file, context, nodes, endpoints)
+def _shown(text: str) -> str:
+    """A node's text for the terminal: its lines kept, control characters shown (``printable``)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _label(target: Any) -> str:
-    return target.label or "local"
+    return printable(target.label) if target.label else "local"
 
 
 def _read(path: str) -> tuple[str, str]:
@@ -69,18 +68,18 @@ def _rows(fl: Any, results: list[dict[str, Any]], output: str) -> None:
     if output != "table":
         emit(items, output)
         return
-    rows = [ROW] + [[i["node"], i["result"], str(i["generation"]) if i["generation"] is not None else "-",
-                     changed_text(i["changed"]), f"{i['duration']:.1f}s"] for i in items]  # fmt: skip
+    rows = [ROW] + [[i["node"], printable(i["result"]), str(i["generation"]) if i["generation"] is not None else "-",
+                     printable(changed_text(i["changed"])), f"{i['duration']:.1f}s"] for i in items]  # fmt: skip
     click.echo(table(rows))
     for i in items:
         if i["reason"] and i["result"] != "applied":
-            click.echo(f"{i['node']}: {i['result']}: {i['reason']}", err=True)
+            click.echo(f"{i['node']}: {printable(i['result'])}: {printable(i['reason'])}", err=True)
 
 
 def _waves(ctx_args: dict[str, Any], what: str, open_stream: Any, ok: tuple[str, ...]) -> None:
     from extvisor.client.declared import outcome, rollout
 
-    fl = _fleet(*ctx_args["where"])
+    fl = ctx_args["where"].fleet()
     _confirm(fl, what, ctx_args["yes"])
     lock = __import__("threading").Lock()
 
@@ -88,9 +87,9 @@ def _waves(ctx_args: dict[str, Any], what: str, open_stream: Any, ok: tuple[str,
         prefix = f"{_label(target)}: " if fl.remote else ""
 
         def show(p: dict[str, Any]) -> None:
-            text = " ".join(x for x in (p.get("ref", ""), p.get("stage", ""), p.get("message", "")) if x)
+            text = " ".join(str(x) for x in (p.get("ref", ""), p.get("stage", ""), p.get("message", "")) if x)
             with lock:
-                click.echo(prefix + text, err=True)
+                click.echo(prefix + printable(text), err=True)
 
         result = outcome(open_stream(target.client), show)
         if fl.remote and result["result"] == "failed":
@@ -122,11 +121,9 @@ def _wave_options(fn):  # type: ignore[no-untyped-def]
 @click.command("apply")
 @click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False), help="The declared node file.")
 @_wave_options
-@socket_option
 @node_options
 def apply(path: str, timeout: float, canary: int, max_parallel: int, max_failures: int, yes: bool, output: str,
-          socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None,
-          config_file: str | None) -> None:  # fmt: skip
+          where: Where) -> None:  # fmt: skip
     """Make each node run what FILE declares, in waves; a node that fails its health gate rolls back.
 
     One row per node: NODE RESULT (applied, unchanged, rolled back, failed, skipped) GENERATION
@@ -138,20 +135,17 @@ def apply(path: str, timeout: float, canary: int, max_parallel: int, max_failure
         from extvisor.client.declared import apply as do_apply
 
         name = os.path.basename(filename)
-        _waves({"where": (socket_path, nodes, endpoints, context, config_file), "yes": yes, "canary": canary,
-                "max_parallel": max_parallel, "max_failures": max_failures, "output": output},
-               f"apply {name}", lambda c: do_apply(c, text, name, timeout), ("applied", "unchanged"))  # fmt: skip
+        _waves({"where": where, "yes": yes, "canary": canary, "max_parallel": max_parallel,
+                "max_failures": max_failures, "output": output}, f"apply {name}", lambda c: do_apply(c, text, name, timeout), ("applied", "unchanged"))  # fmt: skip
 
     run(go)
 
 
 @click.command("rollback")
 @_wave_options
-@socket_option
 @node_options
 def rollback(timeout: float, canary: int, max_parallel: int, max_failures: int, yes: bool, output: str,
-             socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...], context: str | None,
-             config_file: str | None) -> None:  # fmt: skip
+             where: Where) -> None:  # fmt: skip
     """Return each node to the generation before its current one, in waves.
 
     A node that got there ends `rolled back`; exit status 1 when one did not.
@@ -160,9 +154,8 @@ def rollback(timeout: float, canary: int, max_parallel: int, max_failures: int, 
     def go() -> None:
         from extvisor.client.declared import rollback as do_rollback
 
-        _waves({"where": (socket_path, nodes, endpoints, context, config_file), "yes": yes, "canary": canary,
-                "max_parallel": max_parallel, "max_failures": max_failures, "output": output},
-               "rollback", lambda c: do_rollback(c, timeout), ("rolled back",))  # fmt: skip
+        _waves({"where": where, "yes": yes, "canary": canary, "max_parallel": max_parallel,
+                "max_failures": max_failures, "output": output}, "rollback", lambda c: do_rollback(c, timeout), ("rolled back",))  # fmt: skip
 
     run(go)
 
@@ -170,10 +163,8 @@ def rollback(timeout: float, canary: int, max_parallel: int, max_failures: int, 
 @click.command("diff")
 @click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False), help="The declared node file.")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text")
-@socket_option
 @node_options
-def diff(path: str, output: str, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
-         context: str | None, config_file: str | None) -> None:  # fmt: skip
+def diff(path: str, output: str, where: Where) -> None:
     """Show per node what apply would do, and what changed by hand since the last apply.
 
     Environment values and config file contents are masked. Exit status 0 when nothing would
@@ -184,16 +175,16 @@ def diff(path: str, output: str, socket_path: str | None, nodes: tuple[str, ...]
     def go() -> None:
         from extvisor.client.declared import diff as do_diff
 
-        fl = _fleet(socket_path, nodes, endpoints, context, config_file)
+        fl = where.fleet()
         outcomes = fl.each(lambda c: do_diff(c, text, os.path.basename(filename)))
         items = []
         for o in outcomes:
             if o.error is not None:
-                click.echo(f"error: {_label(o.target) + ': ' if fl.remote else ''}{o.error}", err=True)
+                click.echo(f"error: {_label(o.target) + ': ' if fl.remote else ''}{printable(o.error)}", err=True)
                 continue
             items.append({"node": _label(o.target), **o.value})
             if output == "text":
-                click.echo(_diff_text(o.value, _label(o.target) if fl.remote else ""))
+                click.echo(_shown(_diff_text(o.value, _label(o.target) if fl.remote else "")))
         if output != "text":
             emit(items, output)
         sys.exit(2 if any(o.error for o in outcomes) else 1 if any(i["changed"] for i in items) else 0)
@@ -232,10 +223,8 @@ def _diff_text(plan: dict[str, Any], node: str) -> str:
 
 @click.command("applied")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text")
-@socket_option
 @node_options
-def applied(output: str, socket_path: str | None, nodes: tuple[str, ...], endpoints: tuple[str, ...],
-            context: str | None, config_file: str | None) -> None:  # fmt: skip
+def applied(output: str, where: Where) -> None:
     """The document each node runs under (tags pinned to digests), its generation, when and by
     whom it was applied, and how the last attempt ended."""
 
@@ -243,7 +232,7 @@ def applied(output: str, socket_path: str | None, nodes: tuple[str, ...], endpoi
         from extvisor.cli.common import answers, finish
         from extvisor.client.declared import applied as get
 
-        fl = _fleet(socket_path, nodes, endpoints, context, config_file)
+        fl = where.fleet()
         outcomes = fl.each(get)
         items = [{"node": _label(o.target), **o.value} for o in answers(fl, outcomes)]
         if output == "yaml":
@@ -252,7 +241,7 @@ def applied(output: str, socket_path: str | None, nodes: tuple[str, ...], endpoi
             emit(items if fl.remote else items[0], output)
         else:
             for i in items:
-                click.echo(_applied_text(i, fl.remote))
+                click.echo(_shown(_applied_text(i, fl.remote)))
         finish(outcomes)
 
     run(go)

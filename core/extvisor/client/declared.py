@@ -8,50 +8,33 @@ back. Nodes not reached are ``skipped``: nothing was sent to them.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from extvisor.client.http import Client, ClientError
-from extvisor.client.wire import WireError
+from extvisor.shared import routes
 
 OK = ("applied", "unchanged")
 
 
 def applied(client: Client) -> dict[str, Any]:
-    return client.request("GET", "/v1/declared")  # type: ignore[no-any-return]
+    return client.call(routes.DECLARED)  # type: ignore[no-any-return]
 
 
 def diff(client: Client, document: str, filename: str) -> dict[str, Any]:
-    return client.request("POST", "/v1/declared/diff", body={"document": document, "filename": filename},
-                          timeout=None)  # type: ignore[no-any-return]  # fmt: skip
-
-
-def _lines(client: Client, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    response = client._open("POST", path, None, body, client.timeout, read_timeout=None)
-    buf = b""
-    try:
-        for chunk in response.iter_raw():
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    yield json.loads(line)
-    except (OSError, WireError):
-        raise ClientError("the extvisor daemon closed the stream (did it stop?)") from None
-    finally:
-        response.close()
+    return client.call(routes.DECLARED_DIFF, body={"document": document, "filename": filename})  # type: ignore[no-any-return]
 
 
 def apply(client: Client, document: str, filename: str, timeout: float) -> Iterator[dict[str, Any]]:
     """The node's lines as they come: ``{"progress"}``..., then ``{"result"}`` or ``{"error"}``."""
-    return _lines(client, "/v1/declared/apply", {"document": document, "filename": filename, "timeout": timeout})
+    body = {"document": document, "filename": filename, "timeout": float(timeout)}
+    return client.lines(routes.DECLARED_APPLY, body=body)  # type: ignore[no-any-return]
 
 
 def rollback(client: Client, timeout: float) -> Iterator[dict[str, Any]]:
-    return _lines(client, "/v1/declared/rollback", {"timeout": timeout})
+    return client.lines(routes.DECLARED_ROLLBACK, body={"timeout": float(timeout)})  # type: ignore[no-any-return]
 
 
 def outcome(lines: Iterator[dict[str, Any]], on_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -126,6 +126,22 @@ HOST = {
     "uptime_seconds": float, "processes": int, "time": float,
 }  # fmt: skip
 
+# A declared node (server/declared/routes.py, docs/declared.md).
+CHANGED = {"installed": [str], "upgraded": [str], "removed": [str], "restarted": [str]}
+APPLY_RESULT = {"result": str, "generation": Maybe(int), "changed": CHANGED, "reason": str, "duration": float}
+APPLY_LINE = OneOf({"progress": dict}, {"result": APPLY_RESULT}, {"error": str})
+DECLARED_STATE = {
+    "generation": Maybe(int), "document": Maybe(str), "applied_at": Maybe(float), "applied_by": Maybe(str),
+    "previous": Maybe(int), "extensions": [dict], "last": Maybe(dict),
+}  # fmt: skip
+PLAN = {
+    "changed": bool, "generation": Maybe(int), "extensions": [dict],
+    "configs": [{"action": str, "kind": str, "name": str, "diff": str}], "restart": [str], "stop": [str], "drift": [str],
+}  # fmt: skip
+DIFF_REQUEST = {"document": str, "filename": str}
+APPLY_REQUEST = {"document": str, "filename": str, "timeout": float}
+ROLLBACK_REQUEST = {"timeout": float}
+
 # -- the routes --------------------------------------------------------------------------------
 
 DAEMON = Route("GET", "/v1/daemon", READ, DAEMON_INFO)
@@ -139,6 +155,10 @@ EXTENSIONS = Route("GET", "/v1/extensions", READ, [EXTENSION])
 EXTENSION_ONE = Route("GET", "/v1/extensions/{name}", READ, EXTENSION)
 INSTALL = Route("POST", "/v1/extensions", ADMIN, INSTALL_LINE, request=INSTALL_REQUEST, stream="ndjson")
 REMOVE = Route("DELETE", "/v1/extensions/{name}", ADMIN, REMOVED, waits=True)
+DECLARED = Route("GET", "/v1/declared", READ, DECLARED_STATE)  #: secrets masked unless admin
+DECLARED_DIFF = Route("POST", "/v1/declared/diff", READ, PLAN, request=DIFF_REQUEST, waits=True)  #: computes only
+DECLARED_APPLY = Route("POST", "/v1/declared/apply", ADMIN, APPLY_LINE, request=APPLY_REQUEST, stream="ndjson")
+DECLARED_ROLLBACK = Route("POST", "/v1/declared/rollback", ADMIN, APPLY_LINE, request=ROLLBACK_REQUEST, stream="ndjson")
 STATS_ALL = Route("GET", "/v1/stats", READ, [STATS])
 STATS_HISTORY = Route("GET", "/v1/stats/history", READ, HISTORY)
 PROCESSES = Route("GET", "/v1/stats/processes", READ, [PROCESS])
@@ -147,7 +167,7 @@ METRICS = Route("GET", "/metrics", READ, stream="text")  #: Prometheus's text fo
 OPENAPI = Route("GET", "/openapi.json", READ, dict)  #: served by FastAPI itself
 
 ROUTES = (DAEMON, SERVICES, SERVICE_ONE, ACTION, LOGS, EVENTS, EXTENSIONS, EXTENSION_ONE, INSTALL, REMOVE,
-          STATS_ALL, STATS_HISTORY, PROCESSES, STATS_HOST, METRICS, OPENAPI)  # fmt: skip
+          DECLARED, DECLARED_DIFF, DECLARED_APPLY, DECLARED_ROLLBACK, STATS_ALL, STATS_HISTORY, PROCESSES, STATS_HOST, METRICS, OPENAPI)  # fmt: skip
 
 
 def find(method: str, path: str) -> Route | None:

@@ -1,4 +1,4 @@
-"""The API's declared-state routes (added to the app by the daemon).
+"""The API's declared-state routes (added to the app by the daemon; declared in ``shared/routes.py``).
 
     GET  /v1/declared            the last applied generation: document (secrets masked unless
                                  the caller is os:admin), when, by whom, the last attempt
@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from extvisor.remote import roles as roles_mod
 from extvisor.server.declared.engine import Busy, Declared, DocumentError, Refused
+from extvisor.shared import routes
 
 ROLES_KEY = "extvisor.roles"  # as server/remote.py sets it
 
@@ -100,11 +101,11 @@ def _stream(app: FastAPI, work: Callable[[Callable[[dict[str, Any]], None]], Awa
 
 
 def add_declared_routes(app: FastAPI, engine: Declared) -> None:
-    @app.get("/v1/declared")
+    @routes.DECLARED.serve(app)
     async def applied(request: Request) -> dict[str, Any]:
         return engine.applied(secrets=_admin(request))
 
-    @app.post("/v1/declared/diff")
+    @routes.DECLARED_DIFF.serve(app)
     async def diff(body: DiffRequest) -> dict[str, Any]:
         try:
             return await engine.diff(body.document, body.filename)
@@ -113,7 +114,7 @@ def add_declared_routes(app: FastAPI, engine: Declared) -> None:
         except Refused as exc:
             raise HTTPException(502, str(exc)) from None
 
-    @app.post("/v1/declared/apply")
+    @routes.DECLARED_APPLY.serve(app)
     async def apply(body: ApplyRequest, request: Request) -> StreamingResponse:
         try:
             engine.load(body.document, body.filename)
@@ -124,7 +125,7 @@ def add_declared_routes(app: FastAPI, engine: Declared) -> None:
         by = who(request)
         return _stream(app, lambda progress: engine.apply(body.document, body.filename, body.timeout, by, progress))
 
-    @app.post("/v1/declared/rollback")
+    @routes.DECLARED_ROLLBACK.serve(app)
     async def rollback(body: RollbackRequest, request: Request) -> StreamingResponse:
         if engine.lock.locked():
             raise HTTPException(409, "another apply is already in progress on this node")
