@@ -291,3 +291,22 @@ def test_the_file_carries_its_image_verification_config(fleet: Fleet) -> None:
         assert r.returncode == 1 and "other.yaml already holds an ImageVerificationConfig" in r.stderr, r.stdout + r.stderr
     finally:
         (d.service_config_dir / "other.yaml").unlink()
+
+
+def test_a_restart_converges_to_the_last_good_generation_without_the_registry(fleet: Fleet) -> None:
+    ip = IPS[2]
+    d = fleet.daemons[ip]
+    host = fleet.registry.host  # type: ignore[attr-defined]
+    [before] = json.loads(fleet.run("reader", "applied", "-n", ip, "-o", "json").stdout)
+    d.cli("extensions", "install", f"docker://{host}/ext/gamma:1.0.0")  # by hand, since the last apply
+    assert installed(fleet, ip) == {"alpha": "2.0.0", "beta": "1.0.0", "gamma": "1.0.0"}
+    fleet.registry.stop()  # type: ignore[attr-defined]  # the images are in the store: nothing to reach
+    assert d.stop() == 0
+    d.start()
+    assert installed(fleet, ip) == {"alpha": "2.0.0", "beta": "1.0.0"}
+    assert "ext-gamma" not in fleet.pids(ip)
+    d.wait_state("ext-alpha", "Running")
+    d.wait_state("ext-beta", "Running")
+    [after] = json.loads(fleet.run("reader", "applied", "-n", ip, "-o", "json").stdout)
+    assert after["generation"] == before["generation"] and after["document"] == before["document"]
+    assert "declared state: converged to generation" in d.log() and "gamma removed" in d.log()
