@@ -18,6 +18,8 @@ from extensions.registry import Registry, require_tools
 from declared.fleet import IPS, Fleet, cli, ext_image
 
 pytestmark = [pytest.mark.runc, pytest.mark.timeout(300)]
+HEALTHY = "healthcheck:\n  test: [CMD-SHELL, 'true']\n  interval: 1s\n  timeout: 5s\n  retries: 1\n"
+NEVER_HEALTHY = "healthcheck:\n  tcp: 127.0.0.1:1\n  interval: 1s\n  timeout: 1s\n  retries: 1\n  on_failure: none\n"
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, registry: Registry, pusher: 
         ("alpha", "1.0.0", None, ""), ("alpha", "2.0.0", None, ""), ("beta", "1.0.0", None, ""),
         ("beta", "broken", "echo beta broken; exit 1", ""),
         ("gamma", "1.0.0", None, "depends:\n  - path: /nonexistent/never\n"),  # never Running
+        ("delta", "1.0.0", None, HEALTHY), ("delta", "sick", None, NEVER_HEALTHY),
     ):  # fmt: skip
-        version = "1.1.0" if tag == "broken" else tag
+        version = {"broken": "1.1.0", "sick": "1.2.0"}.get(tag, tag)
         f.images[(name, tag)] = pusher.image(f"ext/{name}", tag, ext_image(name, version, bb, script, extra))
     f.registry = registry  # type: ignore[attr-defined]
     yield f
@@ -291,6 +294,27 @@ def test_the_file_carries_its_image_verification_config(fleet: Fleet) -> None:
         assert r.returncode == 1 and "other.yaml already holds an ImageVerificationConfig" in r.stderr, r.stdout + r.stderr
     finally:
         (d.service_config_dir / "other.yaml").unlink()
+
+
+def test_the_gate_waits_for_health_and_a_check_that_never_passes_rolls_back(fleet: Fleet) -> None:
+    ip = IPS[1]  # on generation 3: alpha 2.0.0, beta 1.0.0, bonjour
+    d = fleet.daemons[ip]
+    host = fleet.registry.host  # type: ignore[attr-defined]
+    good = declared(fleet, alpha="2.0.0", greeting="bonjour", extra=f"  - image: {host}/ext/delta:1.0.0\n")
+    r = fleet.run("admin", "apply", "-f", good, "-n", ip, "--timeout", "60s")
+    assert r.returncode == 0 and rows(r.stdout)[ip][1:3] == ["applied", "4"], r.stdout + r.stderr
+    health = d.service("ext-delta")["health"]
+    assert not health["unknown"] and health["healthy"], health  # applied only once its check passed
+    before = fleet.pids(ip)
+    sick = declared(fleet, alpha="2.0.0", greeting="bonjour", extra=f"  - image: {host}/ext/delta:sick\n")
+    r = fleet.run("admin", "apply", "-f", sick, "-n", ip, "--timeout", "8s")
+    assert r.returncode == 1 and rows(r.stdout)[ip][1:4] == ["rolled", "back", "4"], r.stdout + r.stderr
+    assert "ext-delta" in r.stderr and ("unhealthy" in r.stderr or "first health check" in r.stderr), r.stderr
+    assert installed(fleet, ip)["delta"] == "1.0.0"
+    d.wait(lambda: d.service("ext-delta")["state"] == "Running" and d.service("ext-delta")["health"]["healthy"],
+           timeout=30, what="delta 1.0.0 healthy again")  # fmt: skip
+    now = fleet.pids(ip)
+    assert {k: v for k, v in now.items() if k != "ext-delta"} == {k: v for k, v in before.items() if k != "ext-delta"}
 
 
 def test_a_restart_converges_to_the_last_good_generation_without_the_registry(fleet: Fleet) -> None:

@@ -34,8 +34,7 @@ def digest_of(ref: Ref, options: FetchOptions, timeout: float = 60.0) -> str:
         from pathlib import Path
 
         policy = _policy_args(Path(work))
-        args = options.skopeo_args(ref)[4:]  # past --override-os linux --override-arch ARCH
-        args = [a.replace("--src-", "--") for a in args]  # inspect takes --authfile, --cert-dir
+        args = options.access_args() if ref.transport == "docker" else []
         cmd = [options.skopeo, *policy, "inspect", "--raw", *args, ref.skopeo()]
         try:
             out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)

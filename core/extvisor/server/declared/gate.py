@@ -4,7 +4,8 @@ A service counts once it has been Running (and, with a health check, healthy) fo
 seconds without a new run; a service that ends ``Failed``, or whose runs end ``CRASHES`` times
 after the apply, fails the gate at once (a crash loop would otherwise look Running now and
 then). A one-shot service (``restart: never`` or ``untilSuccess``) that finished successfully
-counts too. Health is read from the service's state (``state.Health``).
+counts too. Health is the service's own (``state.Health``, docs/health.md): with a
+``healthcheck``, unknown until its first check, then healthy or not.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _judge(service: Any, base_restarts: int) -> tuple[str, str]:
         return "ok", ""
     if service.state != State.Running:
         return "wait", f"{service.state.value}: {msg}" if msg else service.state.value
-    if getattr(service.spec, "health", None) is None:  # no health check: Running is enough
+    if service.spec.health is None:  # no health check (or test: [NONE]): Running is enough
         return "ok", ""
     health = service.info(0).health
     if health.unknown:
