@@ -22,7 +22,7 @@ KEEP = 5  #: generations kept besides the current one and its previous
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # generations hold secrets
     tmp = path.with_name(f".{path.name}.tmp")
     raw = data.encode() if isinstance(data, str) else data
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
