@@ -17,6 +17,8 @@ from extvisor.cli.common import Where, emit, node_options, run
 from extvisor.client.format import printable
 
 ROW = ["NODE", "RESULT", "GENERATION", "CHANGED", "DURATION"]
+#: skopeo's lines that say nothing an operator needs (as ``extensions install`` leaves them out)
+QUIET = ("Getting image source signatures", "Storing signatures", "Writing manifest to image destination")
 
 
 def _shown(text: str) -> str:
@@ -87,6 +89,8 @@ def _waves(ctx_args: dict[str, Any], what: str, open_stream: Any, ok: tuple[str,
         prefix = f"{_label(target)}: " if fl.remote else ""
 
         def show(p: dict[str, Any]) -> None:
+            if p.get("message") in QUIET:
+                return
             text = " ".join(str(x) for x in (p.get("ref", ""), p.get("stage", ""), p.get("message", "")) if x)
             with lock:
                 click.echo(prefix + printable(text), err=True)
