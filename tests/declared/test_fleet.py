@@ -265,6 +265,26 @@ def test_an_unreachable_node_fails_and_stops_the_rollout(fleet: Fleet) -> None:
     assert got[IPS[0]]["result"] == "skipped" and fleet.pids(IPS[0]) == before
 
 
+def test_more_than_one_node_asks_on_a_terminal(fleet: Fleet) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    before = {ip: fleet.pids(ip) for ip in IPS}
+    path = declared(fleet, alpha="1.0.0")
+    main, tty = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "extvisor", "apply", "-f", path, "--config", str(fleet.configs["admin"])],
+                            env=fleet.env, stdin=tty, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(tty)
+    os.write(main, b"n\n")
+    out, err = proc.communicate(timeout=60)
+    os.close(main)
+    assert proc.returncode == 1, out + err
+    assert f"apply node.yaml on 3 nodes ({', '.join(IPS)})? [y/N]" in err and "cancelled: nothing was changed" in err
+    assert {ip: fleet.pids(ip) for ip in IPS} == before
+
+
 def test_the_file_carries_its_image_verification_config(fleet: Fleet) -> None:
     ip = IPS[0]  # on generation 2: alpha 2.0.0, beta 1.0.0, hello
     d = fleet.daemons[ip]
