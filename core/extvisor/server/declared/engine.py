@@ -144,35 +144,38 @@ class Declared:
             raise Busy("another apply is already in progress on this node")
         async with self.lock, self.ext.lock:
             self.ext.busy = "the apply of a declared file"
-            began = time.monotonic()
-            gen = self.files.current()
-            before = self.node_state()
-            staged: list[str] = []
             try:
-                other = other_verification(self.config_dir, CONFIG_FILE) if node.verification is not None else None
-                if other is not None:
-                    raise Refused(f"{other} already holds an ImageVerificationConfig and the file declares one: "
-                                  "a node takes at most one")  # fmt: skip
-                store = self.ext.store
-                known = {repository(r.ref) for r in [*store.list(), *store.trees_by_digest().values()]}
-                digests = await self._resolve(node.images, progress, known)
-                target, staged = await self._stage(node.images, digests, progress, self._policy(node.config_text()))
-            except (FetchError, RefError, InstallError, Refused) as exc:
-                for token in staged:
-                    self.ext.store.discard(token)
-                return self._finish(began, "failed", gen, {}, reason_of(exc), by)
-            target.configs = node.config_text()
-            document = node.render([e["image"] for e in target.extensions.values()])
-            if target.same(before) and gen is not None and gen["document"] == document:
-                return self._finish(began, "unchanged", gen, {}, "", by)
-            number = self.files.next_number()
-            ok, reason, changed = await self._change(before, target, gen, number, timeout, by, progress)
-            if not ok:
-                return self._finish(began, "rolled back", gen, changed, reason, by)
-            new = {"generation": number, "document": document, "state": target.as_dict(), "applied_at": time.time(),
-                   "applied_by": by, "previous": gen["generation"] if gen else None}  # fmt: skip
-            self.files.add(new)
-            return self._finish(began, "applied", new, changed, "", by)
+                return await self._apply(node, timeout, by, progress)
+            finally:
+                self.ext.busy = ""
+
+    async def _apply(self, node: DeclaredNode, timeout: float, by: str, progress: ProgressFn) -> dict[str, Any]:
+        began = time.monotonic()
+        gen = self.files.current()
+        before = self.node_state()
+        try:  # _stage deletes what it pulled when it fails
+            other = other_verification(self.config_dir, CONFIG_FILE) if node.verification is not None else None
+            if other is not None:
+                raise Refused(f"{other} already holds an ImageVerificationConfig and the file declares one: "
+                              "a node takes at most one")  # fmt: skip
+            store = self.ext.store
+            known = {repository(r.ref) for r in [*store.list(), *store.trees_by_digest().values()]}
+            digests = await self._resolve(node.images, progress, known)
+            target, _ = await self._stage(node.images, digests, progress, self._policy(node.config_text()))
+        except (FetchError, RefError, InstallError, Refused) as exc:
+            return self._finish(began, "failed", gen, {}, reason_of(exc), by)
+        target.configs = node.config_text()
+        document = node.render([e["image"] for e in target.extensions.values()])
+        if target.same(before) and gen is not None and gen["document"] == document:
+            return self._finish(began, "unchanged", gen, {}, "", by)
+        number = self.files.next_number()
+        ok, reason, changed = await self._change(before, target, gen, number, timeout, by, progress)
+        if not ok:
+            return self._finish(began, "rolled back", gen, changed, reason, by)
+        new = {"generation": number, "document": document, "state": target.as_dict(), "applied_at": time.time(),
+               "applied_by": by, "previous": gen["generation"] if gen else None}  # fmt: skip
+        self.files.add(new)
+        return self._finish(began, "applied", new, changed, "", by)
 
     async def rollback(self, timeout: float, by: str, progress: ProgressFn = _nothing) -> dict[str, Any]:
         """Back to the generation before the current one (it becomes current again)."""
@@ -187,24 +190,28 @@ class Declared:
             if prev is None:
                 raise Refused(f"generation {gen['previous']} is no longer kept on this node")
             self.ext.busy = "a rollback of the declared state"
-            before = self.node_state()
-            target = NodeState.from_dict(prev["state"])
-            staged: list[str] = []
             try:
-                images = [e["image"] for e in target.extensions.values()]
-                found, staged = await self._stage(images, [e["digest"] for e in target.extensions.values()], progress,
-                                                  self._policy(target.configs))  # fmt: skip
-            except (FetchError, RefError, InstallError, Refused) as exc:
-                for token in staged:
-                    self.ext.store.discard(token)
-                return self._finish(began, "failed", gen, {}, f"cannot roll back to generation {prev['generation']}: {reason_of(exc)}", by)
-            target.extensions = found.extensions
-            ok, reason, changed = await self._change(before, target, gen, prev["generation"], timeout, by, progress)
-            if not ok:
-                return self._finish(began, "failed", gen, changed, f"rollback to generation {prev['generation']} failed: {reason}", by)
-            self.files.set_current(prev["generation"])
-            why = f"back to generation {prev['generation']} from {gen['generation']} (extvisor rollback)"
-            return self._finish(began, "rolled back", prev, changed, why, by)
+                return await self._rollback(gen, prev, timeout, by, progress, began)
+            finally:
+                self.ext.busy = ""
+
+    async def _rollback(self, gen: dict[str, Any], prev: dict[str, Any], timeout: float, by: str, progress: ProgressFn,
+                        began: float) -> dict[str, Any]:  # fmt: skip
+        before = self.node_state()
+        target = NodeState.from_dict(prev["state"])
+        try:
+            images = [e["image"] for e in target.extensions.values()]
+            found, _ = await self._stage(images, [e["digest"] for e in target.extensions.values()], progress,
+                                              self._policy(target.configs))  # fmt: skip
+        except (FetchError, RefError, InstallError, Refused) as exc:
+            return self._finish(began, "failed", gen, {}, f"cannot roll back to generation {prev['generation']}: {reason_of(exc)}", by)
+        target.extensions = found.extensions
+        ok, reason, changed = await self._change(before, target, gen, prev["generation"], timeout, by, progress)
+        if not ok:
+            return self._finish(began, "failed", gen, changed, f"rollback to generation {prev['generation']} failed: {reason}", by)
+        self.files.set_current(prev["generation"])
+        why = f"back to generation {prev['generation']} from {gen['generation']} (extvisor rollback)"
+        return self._finish(began, "rolled back", prev, changed, why, by)
 
     async def _stage(self, images: list[str], digests: list[str], progress: ProgressFn,
                      policy: Any = None) -> tuple[NodeState, list[str]]:  # fmt: skip
@@ -342,7 +349,6 @@ class Declared:
 
     def _finish(self, began: float, result: str, gen: dict[str, Any] | None, changed: dict[str, list[str]], reason: str,
                 by: str) -> dict[str, Any]:  # fmt: skip
-        self.ext.busy = ""
         number = gen["generation"] if gen else None
         last = {"result": result, "reason": reason, "at": time.time(), "by": by, "generation": number}
         if result != "unchanged":
