@@ -73,7 +73,15 @@ class Files:
         except (OSError, ValueError):
             return None
 
+    def _private(self) -> None:
+        """The state's directories: this user's alone (generations hold the config's secrets)."""
+        from extvisor.shared.dirs import private_dir
+
+        private_dir(self.root, "the declared state", parents=True, tighten=True)
+        private_dir(self.gens, "the declared state's generations", tighten=True)
+
     def _write(self, path: Path, data: Any) -> None:
+        self._private()
         write_atomic(path, json.dumps(data, indent=1))
 
     # -- generations --------------------------------------------------------------------
@@ -107,6 +115,7 @@ class Files:
         self.set_current(gen["generation"])
 
     def set_current(self, number: int) -> None:
+        self._private()
         write_atomic(self.root / "current", f"{number}\n")
 
     def prune(self) -> list[int]:
