@@ -34,7 +34,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         "config_dir", "rootfs_dir", "state_dir", "log_dir", "socket", "service_config_dir", "backend",
         "host_service", "strict", "log_format", "restart_delay", "restart_max_delay", "stop_timeout",
         "log_max_bytes", "log_backups", "assume_time_synced", "instance", "shutdown_timeout",
-        "max_connections", "handshake_timeout",
+        "max_connections", "handshake_timeout", "follow", "follow_interval",
     }  # fmt: skip
     listen, tls = list(kw.pop("listen") or ()), {k: kw.pop(k) for k in ("tls_cert", "tls_key", "client_ca")}
     if listen and not all(tls.values()):
@@ -60,6 +60,7 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
         instance=kw["instance"],
         max_connections=kw["max_connections"],
         handshake_timeout=kw["handshake_timeout"],
+        **_follow(kw["follow"], kw["follow_interval"]),
         supervisor={
             "restart_delay": kw["restart_delay"],
             "restart_max_delay": kw["restart_max_delay"],
@@ -72,6 +73,26 @@ def _daemon(**kw) -> None:  # type: ignore[no-untyped-def]
     )
     setup_logging(config.log_format)
     sys.exit(asyncio.run(main_async(config)))
+
+
+def _follow(ref: str | None, interval: str) -> dict:  # type: ignore[type-arg]
+    """``--follow`` and ``--follow-interval`` checked before anything starts."""
+    from extvisor.server.follow import parse_interval
+
+    try:
+        seconds = parse_interval(interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--follow-interval") from None
+    if not ref:
+        return {"follow": None, "follow_interval": seconds}
+    from extvisor.extensions import RefError
+    from extvisor.extensions.artifact import docker_ref
+
+    try:
+        docker_ref(ref)
+    except RefError as exc:
+        raise click.BadParameter(str(exc), param_hint="--follow") from None
+    return {"follow": ref, "follow_interval": seconds}
 
 
 def extension_settings(kw: dict) -> ExtensionSettings:  # type: ignore[type-arg]
@@ -172,6 +193,11 @@ def _build() -> click.Command:
                           "extvisor-NAME, podman names. Default: derived from --state-dir."),
         click.Option(["--assume-time-synced"], is_flag=True,
                      help="Treat the clock as synchronised (machines with no time sync)."),
+        click.Option(["--follow"], default=None, metavar="docker://REF", envvar="EXTVISOR_FOLLOW",
+                     help="Follow the declared state published at REF (extvisor publish): check it every "
+                          "--follow-interval, verify its signature, apply it; hand changes are then refused."),
+        click.Option(["--follow-interval"], default="60s", show_default=True, metavar="DURATION",
+                     envvar="EXTVISOR_FOLLOW_INTERVAL", help="How often --follow checks the tag (±20 %% jitter): 60s, 5m..."),
     ]  # fmt: skip
     return click.Command(
         "daemon", callback=_daemon, params=params + extension_options() + _backend_options(),

@@ -33,6 +33,7 @@ COMMANDS = {
     "diff": "extvisor.cli.declared:diff",
     "applied": "extvisor.cli.declared:applied",
     "rollback": "extvisor.cli.declared:rollback",
+    "publish": "extvisor.cli.publish:publish",
 }
 
 
@@ -57,6 +58,7 @@ SUMMARIES = {
     "diff": "Show what apply would change on each node, and drift since the last apply.",
     "applied": "Show the declared state each node runs under: generation, when, by whom.",
     "rollback": "Return nodes to the generation before their current one.",
+    "publish": "Push a declared-state file to a registry, signed, for nodes that follow it.",
 }
 
 

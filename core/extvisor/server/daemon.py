@@ -65,6 +65,8 @@ class DaemonConfig:
     handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT  #: seconds from accepting a TLS connection to its handshake's end
     instance: str | None = None  #: keeps cgroups and runtime names apart; None: derived from state_dir
     not_services: tuple[str, ...] = ()  #: names in config_dir that are no service file (dev mode: manifest.yaml)
+    follow: str | None = None  #: docker://REF of a published declared state this node follows (server/follow.py)
+    follow_interval: float = 60.0  #: seconds between checks of it (±20 % jitter)
 
     @property
     def instance_name(self) -> str:
@@ -106,6 +108,7 @@ class Daemon:
         self.sup: Supervisor | None = None
         self.extensions: Extensions | None = None
         self.declared: Any = None  #: server/declared's engine
+        self.follower: Any = None  #: server/follow's Follower, with --follow
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.detach = False
@@ -188,6 +191,7 @@ class Daemon:
                             ", ".join(adopted))
             sup.backend_ready = True
         self._warn_undeclared(sup)
+        self.follower = self._follower()
         listeners = self._listeners()  # TLS files and TCP ports checked before anything starts
         sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
         sup.start_all()
@@ -204,6 +208,7 @@ class Daemon:
             await asyncio.sleep(0.01)
         notifier.start(lambda: status_text(sup.services.values()), sup.changed)
         self.ready.set()
+        following = asyncio.create_task(self.follower.run()) if self.follower is not None else None
         log.info("daemon ready: backend=%s socket=%s services=%d instance=%s", cfg.backend, cfg.socket,
                  len(sup.services), cfg.instance_name)
         try:
@@ -212,6 +217,9 @@ class Daemon:
             log.info("stopping every service")
             await notifier.stopping()
             watcher.cancel()
+            if following is not None:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
             if self.detach:
                 log.info("detaching: every container keeps running for the next daemon to adopt")
                 await sup.detach()
@@ -268,6 +276,25 @@ class Daemon:
             await service.stop()
             service.start()
 
+    def _follower(self) -> Any:
+        """``--follow REF``: the loop that takes what is published there (started once ready)."""
+        cfg = self.config
+        if not cfg.follow:
+            return None
+        if getattr(self, "declared", None) is None or self.extensions is None:
+            raise DaemonError("--follow needs the declared-state engine, which this daemon does not have")
+        from extvisor.server.follow import Follower, RegistrySource
+
+        source = RegistrySource(cfg.follow, self.extensions.options, self.extensions.policy, cfg.state_dir / "follow")
+        return Follower(cfg.follow, cfg.follow_interval, source, self.declared, cfg.state_dir, event=self._declared_event)
+
+    def _declared_event(self, state: str, msg: str) -> None:
+        """An entry of the event stream for the node's declared state (service ``declared``)."""
+        from extvisor.state import ServiceEvent, State
+
+        if self.sup is not None:
+            self.sup.publish(ServiceEvent(service="declared", state=State(state), msg=msg))
+
     def _listeners(self) -> list[socket.socket]:
         """``--listen``: the TLS context and the bound TCP sockets, or a DaemonError saying why not."""
         cfg = self.config
@@ -318,6 +345,11 @@ class Daemon:
                 from extvisor.server.declared.routes import add_declared_routes
 
                 add_declared_routes(app, self.declared)
+            if getattr(self, "declared", None) is not None:
+                from extvisor.server.routes_follow import ConfigCollector, add_follow_routes
+
+                add_follow_routes(app, self.follower)
+                app.state.collectors = [ConfigCollector(self.declared.files.current_number, self.follower)]
 
         # Followed streams (events, logs -f, the dashboard) never end by themselves: without
         # a grace timeout, uvicorn would wait for them forever and the daemon would not exit.

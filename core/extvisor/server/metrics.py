@@ -59,6 +59,8 @@ def install(app: FastAPI, sup: Supervisor, info: Callable[[], dict]) -> None:
 
         if registry is None:
             registry = prometheus.registry_for(sup, info)
+            for collector in getattr(app.state, "collectors", ()):  # the declared state's (routes_follow)
+                registry.register(collector)
         await sup.stats.fresh()
         body = prometheus.generate_latest(registry)  # in the loop: the collector reads live state
         return Response(body, media_type=prometheus.CONTENT_TYPE_LATEST)
