@@ -6,8 +6,10 @@ Holds reference parsing (``refs``), fetching with skopeo (``fetch``), applying l
 the whole pipeline (``image``), progress records (``progress``), a reference's digest without
 fetching it (``resolve``), the on-disk store with atomic install, upgrade and removal
 (``store``, its 0700 directories by ``dirs``), building an image from a dev-mode project
-folder: the folder checked (``project``), the layer and OCI layout written (``build``); and
-cosign signatures: checking them before a fetch (``verify``), making keys and signing (``sign``).
+folder: the folder checked (``project``), the layer and OCI layout written (``build``);
+cosign signatures: checking them before a fetch (``verify``), making keys and signing
+(``sign``); and a declared-state file as an OCI artifact pushed, pulled and promoted with
+skopeo (``artifact``).
 docs/extensions.md tells the story.
 
 May import: ``extvisor.oci``, ``extvisor.plugins``, ``extvisor.documents``, ``extvisor.shared``

@@ -7,8 +7,10 @@ own log (``logfmt``), systemd readiness (``notify``), the FastAPI application an
 service routes (``api``), the stats routes and ``/metrics`` (``metrics``, ``prometheus``),
 the host's addresses for ``/v1/daemon`` (``netaddr``), installed extensions in a running
 daemon and their routes (``extensions``, ``routes_extensions``), a declared node's engine
-and routes (``declared``: apply, diff, rollback, generations), and the TLS listener with its
-role check (``remote``) and its accepting within limits (``listener``).
+and routes (``declared``: apply, diff, rollback, generations), a node following a declared
+state published in a registry (``follow``: the loop; ``routes_follow``: its status, its refusal
+of hand changes, its metrics), and the TLS listener with its role check (``remote``) and its
+accepting within limits (``listener``).
 
 May import: ``extvisor.runtime``, ``extvisor.extensions``, ``extvisor.remote``,
 ``extvisor.shared`` (the route table it serves, the defaults), ``extvisor.oci``,

@@ -22,8 +22,8 @@ from extvisor.server.follow import RESULTS, Follower
 #: (method, path) of the hand changes refused while following
 HAND_CHANGES = (
     ("POST", re.compile(r"^/v1/declared/(apply|rollback)/?$")),
-    ("POST", re.compile(r"^/v1/extensions/?$")),
-    ("DELETE", re.compile(r"^/v1/extensions/[^/]+/?$")),
+    ("POST", re.compile(r"^/v1/extensions/?$")),  # routes.INSTALL
+    ("DELETE", re.compile(r"^/v1/extensions/[^/]+/?$")),  # routes.REMOVE
 )
 
 
@@ -51,7 +51,9 @@ class RefuseHandChanges:
 
 
 def add_follow_routes(app: Any, follower: Follower | None) -> None:
-    @app.get("/v1/follow")
+    from extvisor.shared import routes
+
+    @routes.FOLLOW.serve(app)
     async def follow() -> dict[str, Any]:
         return follower.status() if follower is not None else {"source": None}
 

@@ -126,13 +126,18 @@ HOST = {
     "uptime_seconds": float, "processes": int, "time": float,
 }  # fmt: skip
 
+FOLLOW_STATUS = {
+    "source": Maybe(str), "interval?": float, "digest?": Maybe(str), "generation?": Maybe(int),
+    "applied_at?": Maybe(float), "checked_at?": Maybe(float), "checked_digest?": Maybe(str),
+    "last_error?": Maybe(str), "last_error_at?": Maybe(float), "refused?": [{"digest": str, "reason": str, "at": float}],
+}  #: ``source`` null: the node follows nothing (server/follow.py)
 # A declared node (server/declared/routes.py, docs/declared.md).
 CHANGED = {"installed": [str], "upgraded": [str], "removed": [str], "restarted": [str]}
 APPLY_RESULT = {"result": str, "generation": Maybe(int), "changed": CHANGED, "reason": str, "duration": float}
 APPLY_LINE = OneOf({"progress": dict}, {"result": APPLY_RESULT}, {"error": str})
 DECLARED_STATE = {
     "generation": Maybe(int), "document": Maybe(str), "applied_at": Maybe(float), "applied_by": Maybe(str),
-    "previous": Maybe(int), "extensions": [dict], "last": Maybe(dict),
+    "previous": Maybe(int), "extensions": [dict], "last": Maybe(dict), "follow?": Maybe(FOLLOW_STATUS),
 }  # fmt: skip
 PLAN = {
     "changed": bool, "generation": Maybe(int), "extensions": [dict],
@@ -165,9 +170,10 @@ PROCESSES = Route("GET", "/v1/stats/processes", READ, [PROCESS])
 STATS_HOST = Route("GET", "/v1/stats/host", READ, HOST)
 METRICS = Route("GET", "/metrics", READ, stream="text")  #: Prometheus's text format
 OPENAPI = Route("GET", "/openapi.json", READ, dict)  #: served by FastAPI itself
+FOLLOW = Route("GET", "/v1/follow", READ, FOLLOW_STATUS)  #: what a following node follows (server/routes_follow.py)
 
 ROUTES = (DAEMON, SERVICES, SERVICE_ONE, ACTION, LOGS, EVENTS, EXTENSIONS, EXTENSION_ONE, INSTALL, REMOVE,
-          DECLARED, DECLARED_DIFF, DECLARED_APPLY, DECLARED_ROLLBACK, STATS_ALL, STATS_HISTORY, PROCESSES, STATS_HOST, METRICS, OPENAPI)  # fmt: skip
+          DECLARED, DECLARED_DIFF, DECLARED_APPLY, DECLARED_ROLLBACK, STATS_ALL, STATS_HISTORY, PROCESSES, STATS_HOST, METRICS, OPENAPI, FOLLOW)  # fmt: skip
 
 
 def find(method: str, path: str) -> Route | None:
