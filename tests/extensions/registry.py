@@ -90,9 +90,18 @@ class Registry:
             f"  tls:\n    certificate: {cert}\n    key: {key}\n"
             f"auth:\n  htpasswd:\n    realm: extvisor-tests\n    path: {htpasswd}\n"
         )
-        self.log = open(self.work / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._serve("wb")
+
+    def restart(self) -> None:
+        """The same registry again after :meth:`stop`: same port, storage, CA and password."""
+        self._serve("ab")
+
+    def _serve(self, mode: str) -> None:
+        self.log = open(self.work / "registry.log", mode)  # noqa: SIM115 - closed in stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.work / "config.yml")], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        ca = self.ca
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -25,7 +25,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ JITTER = 0.2  #: each wait is the interval times a factor in [1 - JITTER, 1 + JI
 BACKOFF = 1.0  #: the first retry after a registry error, seconds; doubles up to the interval
 TRIES = 3  #: applies that failed before changing anything, per digest, before it is refused
 KEEP_REFUSED = 20  #: refused digests remembered
+RETRY = ("outage", "busy", "failed", "error")  #: outcomes checked again after backoff, not the interval
 RESULTS = ("applied", "unchanged", "rolled_back", "failed", "refused")  #: extvisor_config_apply_total{result}
 
 
@@ -115,7 +116,8 @@ class Follower:
         self.event = event or (lambda state, msg: None)
         self.rng = rng or random.Random()
         self.counts = dict.fromkeys(RESULTS, 0)
-        self.failures = 0  #: registry errors in a row
+        self.failures = 0  #: checks in a row that ended in an error (the backoff's exponent)
+        self.down = False  #: the registry could not be reached at the last check
         self.tries: dict[str, int] = {}  #: failed applies per digest
         self.wake = asyncio.Event()
         self.record = self._load()
@@ -164,16 +166,19 @@ class Follower:
         self._error(f"{digest}: {reason}")
         self.counts[result] += 1
         log.warning("follow %s: %s not taken (%s): %s", self.ref, digest, result.replace("_", " "), reason)
-        self.event("Failed", f"declared state {digest} from {self.ref} {result.replace('_', ' ')}: {reason}")
+        self.event("Failed", f"declared state {digest} from {self.ref} not taken: {reason}")
 
     # -- one check ------------------------------------------------------------------------------
 
     async def check(self) -> str:
         """One look at the tag, and whatever follows; what happened, in a word."""
         self.checking = True
+        outcome = "error"
         try:
-            return await self._check()
+            outcome = await self._check()
+            return outcome
         finally:
+            self.failures = self.failures + 1 if outcome in RETRY else 0
             self.checking = False
             self._save()
 
@@ -182,10 +187,10 @@ class Follower:
             digest = await asyncio.to_thread(self.source.resolve)
         except Transient as exc:
             return self._outage(str(exc))
-        if self.failures:
+        if self.down:
             log.info("follow %s: the registry answers again", self.ref)
             self.event("Running", f"the registry answers again for {self.ref}")
-        self.failures = 0
+        self.down = False
         r = self.record
         r["checked_at"], r["checked_digest"] = time.time(), digest
         if digest == r["digest"]:
@@ -202,10 +207,10 @@ class Follower:
         return await self._apply(fetched)
 
     def _outage(self, message: str) -> str:
-        self.failures += 1
-        if self.failures == 1:
+        if not self.down:
             self.event("Waiting", f"cannot check {self.ref}: {message}; the node stays as it is")
-        log.warning("follow %s: %s (try %d; next in %.0fs at most)", self.ref, message, self.failures, self.delay("outage"))
+        self.down = True
+        log.warning("follow %s: %s (error %d in a row)", self.ref, message, self.failures + 1)
         self._error(message)
         return "outage"
 
@@ -245,14 +250,13 @@ class Follower:
             return "failed"
         self.counts["failed"] += 1
         self._error(f"{digest}: {reason} (try {tries} of {TRIES})")
-        self.failures += 1  # try again with backoff, the node unchanged
-        return "failed"
+        return "failed"  # tried again with backoff, the node unchanged
 
     # -- the loop -----------------------------------------------------------------------------
 
     def delay(self, outcome: str) -> float:
         """Seconds until the next check: the interval, or backoff after an error; jittered."""
-        if outcome in ("outage", "busy", "failed") and self.failures:
+        if outcome in RETRY and self.failures:
             return jittered(min(self.interval, BACKOFF * 2 ** (self.failures - 1)), self.rng)
         return jittered(self.interval, self.rng)
 
@@ -268,8 +272,7 @@ class Follower:
             except Exception as exc:  # the loop must survive anything: the next check may do better
                 log.exception("follow %s: the check failed", self.ref)
                 self._error(f"the check failed: {exc!r}")
-                outcome = "outage"
-                self.failures += 1
+                outcome = "error"  # check() counted it
             await self._sleep(self.delay(outcome))
 
     async def _sleep(self, seconds: float) -> None:
@@ -287,7 +290,7 @@ class RegistrySource:
         from extvisor.extensions import artifact
 
         self.ref = artifact.docker_ref(ref)
-        self.options = options
+        self.options = replace(options, timeout=options.timeout or 300)  # the verifier takes a number
         self.policy = policy  #: the node's verification policy now (Extensions.policy)
         self.work = work
 
