@@ -110,3 +110,29 @@ def test_registry_errors_say_missing_or_unreachable(registry, reg_options: Fetch
     noauth = FetchOptions(cert_dir=reg_options.cert_dir)
     with pytest.raises(art.RegistryError, match="unauthorized|authentication required"):
         art.resolve(ref(registry, "fleet/art", "canary"), noauth, tmp_path)
+
+
+def test_signed_before_the_tag_moves_and_still_verified_after_a_promotion(registry, reg_options: FetchOptions,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    from extvisor.documents.imageverify import Rule
+    from extvisor.extensions.sign import load_private_key, write_key_pair
+    from extvisor.extensions.verify import VerifyError, verify_signature
+
+    keys = {k: write_key_pair(tmp_path / k, b"pw") for k in "AB"}
+    rule = {k: Rule(0, f"{registry.host}/fleet/*", "publicKey", pub.read_text()) for k, (_, pub) in keys.items()}
+    canary, stable = ref(registry, "fleet/signed", "canary"), ref(registry, "fleet/signed", "stable")
+    digest = art.sha256(art.manifest_bytes(DOC, "node.yaml", 1))
+    signature = art.sign_digest(canary, digest, load_private_key(keys["A"][0].read_bytes(), b"pw"), reg_options)
+    assert signature == f"docker://{registry.host}/fleet/signed:{digest.replace(':', '-')}.sig"
+    assert art.push(DOC, "node.yaml", 1, canary, reg_options) == digest  # the signature was there first
+    verdict = verify_signature(art.by_digest(canary, digest), rule["A"], reg_options, tmp_path)
+    assert verdict.digest == digest and verdict.verified.startswith("key ")
+    with pytest.raises(VerifyError, match="signed with another key"):
+        verify_signature(art.by_digest(canary, digest), rule["B"], reg_options, tmp_path)
+    art.copy(art.by_digest(canary, digest), stable, reg_options)  # promotion within the repository
+    pinned = art.by_digest(stable, art.resolve(stable, reg_options, tmp_path)[0])
+    assert verify_signature(pinned, rule["A"], reg_options, tmp_path).digest == digest
+    elsewhere = ref(registry, "fleet/other", "stable")  # another repository: the signature does not follow
+    art.copy(art.by_digest(canary, digest), elsewhere, reg_options)
+    with pytest.raises(VerifyError, match="not signed"):
+        verify_signature(art.by_digest(elsewhere, digest), rule["A"], reg_options, tmp_path)

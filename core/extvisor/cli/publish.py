@@ -124,6 +124,9 @@ def _promote(source: str, dest, options, output: str) -> None:  # type: ignore[n
         raise click.ClickException(str(exc)) from None
     if there != digest:
         raise click.ClickException(f"{dest.given} now holds {there}, not {digest}: the copy changed the manifest")
+    if art.repository(src) != art.repository(dest):
+        click.echo(f"warning: a signature names its repository ({art.repository(src)}); nodes following {dest.given} "
+                   f"refuse it until it is signed there: extvisor extensions sign {dest.given} --key cosign.key", err=True)  # fmt: skip
     if output == "json":
         click.echo(json.dumps({"url": dest.given, "from": source, "digest": digest, "generation": generation}))
         return
