@@ -207,3 +207,17 @@ def test_run_checks_at_once_then_at_the_interval(tmp_path: Path, errors) -> None
 
     asyncio.run(go())
     assert 3 <= source.resolved <= 5 and len(engine.applied) == 1
+
+
+def test_daemon_options_checked_before_anything_starts() -> None:
+    import click
+
+    from extvisor.cli.daemon import _follow
+
+    assert _follow("docker://r.example/fleet/node:stable", "5m") == {"follow": "docker://r.example/fleet/node:stable",
+                                                                     "follow_interval": 300.0}  # fmt: skip
+    assert _follow(None, "60s") == {"follow": None, "follow_interval": 60.0}
+    with pytest.raises(click.BadParameter, match="published to a registry"):
+        _follow("oci:/srv/layout:x", "60s")
+    with pytest.raises(click.BadParameter, match="not a duration"):
+        _follow("docker://r.example/fleet/node:stable", "soon")
