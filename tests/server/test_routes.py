@@ -15,6 +15,7 @@ from extvisor.remote import roles
 from extvisor.server.api import ActionResult, DaemonInfo, create_app
 from extvisor.server.declared.routes import ApplyRequest, DiffRequest, RollbackRequest, add_declared_routes
 from extvisor.server.routes_extensions import InstallRequest, add_extension_routes
+from extvisor.server.routes_follow import add_follow_routes
 from extvisor.shared import routes
 from extvisor.shared.shapes import Map, Maybe
 from extvisor.state import ServiceEvent, ServiceInfo
@@ -27,6 +28,7 @@ def served() -> set[tuple[str, str]]:
     app = create_app(object(), dict)  # type: ignore[arg-type]
     add_extension_routes(app, object())  # type: ignore[arg-type]
     add_declared_routes(app, object())  # type: ignore[arg-type]
+    add_follow_routes(app, None)
     out = set()
     for r in app.routes:
         out |= {(m, r.path) for m in getattr(r, "methods", None) or {"GET"} if m != "HEAD"}
