@@ -37,6 +37,7 @@ from extensions.registry import Registry  # noqa: E402
 from extvisor.extensions import FetchOptions  # noqa: E402
 from extvisor.extensions.sign import write_key_pair  # noqa: E402
 from extvisor.server.follow import Follower, RegistrySource  # noqa: E402
+from extvisor.shared import routes  # noqa: E402
 from extvisor.testing import make_busybox_rootfs  # noqa: E402
 
 PLAIN = "name: plain\nrestart: always\ncontainer:\n  entrypoint: /bin/sh\n  args: ['-c', 'exec sleep 100000']\n"
@@ -110,7 +111,7 @@ def fleet(reg: Registry, work: Path, ref: str, daemons: int, interval: float) ->
             d.start(timeout=60)
 
         def running() -> list[str | None]:
-            return [d.client.request("GET", "/v1/follow")["digest"] for d in nodes]
+            return [d.client.call(routes.FOLLOW)["digest"] for d in nodes]
 
         def wait_all(digest: str, limit: float) -> float:
             start = time.monotonic()

@@ -20,6 +20,7 @@ from extensions.images import Pusher, busybox_path
 from extensions.registry import Registry, require_tools
 
 from declared.fleet import PLAIN, ext_image
+from extvisor.shared import routes
 from extvisor.testing import make_busybox_rootfs
 
 pytestmark = [pytest.mark.runc, pytest.mark.timeout(600)]
@@ -32,7 +33,7 @@ class Node:
         self.d, self.tag = d, tag
 
     def follow(self) -> dict:
-        return self.d.client.request("GET", "/v1/follow")
+        return self.d.client.call(routes.FOLLOW)  # its answer checked against the route's shape
 
     def pids(self) -> dict[str, int | None]:
         return {s["id"]: s["pid"] for s in self.d.client.services()}
