@@ -221,3 +221,41 @@ def test_daemon_options_checked_before_anything_starts() -> None:
         _follow("oci:/srv/layout:x", "60s")
     with pytest.raises(click.BadParameter, match="not a duration"):
         _follow("docker://r.example/fleet/node:stable", "soon")
+
+
+def test_hand_changes_refused_and_the_status_and_metrics_served(tmp_path: Path, errors) -> None:  # type: ignore[no-untyped-def]
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from extvisor.server.routes_follow import ConfigCollector, add_follow_routes
+
+    f, source, engine, _ = make(tmp_path, errors)
+    check(f)
+    app = FastAPI()
+    for method, path in (("POST", "/v1/extensions"), ("DELETE", "/v1/extensions/{name}"), ("POST", "/v1/declared/apply"),
+                         ("POST", "/v1/declared/rollback"), ("POST", "/v1/declared/diff"), ("GET", "/v1/extensions")):  # fmt: skip
+        app.add_api_route(path, lambda: {"ran": True}, methods=[method])
+    add_follow_routes(app, f)
+    client = TestClient(app)
+    for method, path in (("POST", "/v1/extensions"), ("DELETE", "/v1/extensions/alpha"), ("POST", "/v1/declared/apply"),
+                         ("POST", "/v1/declared/rollback")):  # fmt: skip
+        r = client.request(method, path)
+        assert r.status_code == 409 and r.json()["detail"].startswith("this node follows docker://r/fleet:stable: hand changes")
+    assert client.post("/v1/declared/diff").json() == {"ran": True}  # reading is not a change
+    assert client.get("/v1/extensions").json() == {"ran": True}
+    assert client.get("/v1/follow").json()["digest"] == D1
+    nobody = FastAPI()
+    add_follow_routes(nobody, None)
+    assert TestClient(nobody).get("/v1/follow").json() == {"source": None}
+    registry = CollectorRegistry()
+    registry.register(ConfigCollector(lambda: engine.generation, f))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert "extvisor_config_generation 1.0" in text
+    assert 'extvisor_config_apply_total{result="applied"} 1.0' in text and 'extvisor_config_apply_total{result="refused"} 0.0' in text
+    line = next(x for x in text.splitlines() if x.startswith("extvisor_config_last_check_timestamp_seconds "))
+    assert float(line.split()[1]) == f.record["checked_at"]
+    quiet = CollectorRegistry()
+    quiet.register(ConfigCollector(lambda: None, None))  # type: ignore[arg-type]
+    lines = [x for x in generate_latest(quiet).decode().splitlines() if not x.startswith("#")]
+    assert lines == ["extvisor_config_generation 0.0"]  # not following: the generation alone
