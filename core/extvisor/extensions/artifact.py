@@ -155,18 +155,6 @@ def describe(manifest: dict[str, Any]) -> tuple[str, int | None]:
 # -- skopeo -------------------------------------------------------------------------------
 
 
-def access(options: FetchOptions, prefix: str = "") -> list[str]:
-    """``--authfile``, ``--cert-dir``, ``--tls-verify`` (with ``src-``/``dest-`` for copy)."""
-    args = []
-    if options.authfile:
-        args += [f"--{prefix}authfile", str(options.authfile)]
-    if options.cert_dir:
-        args += [f"--{prefix}cert-dir", str(options.cert_dir)]
-    if options.tls_verify is not None:
-        args.append(f"--{prefix}tls-verify={'true' if options.tls_verify else 'false'}")
-    return args
-
-
 def _skopeo(args: list[str], ref: Ref, options: FetchOptions, work: Path, timeout: float) -> subprocess.CompletedProcess[bytes]:
     policy = work / "policy.json"
     if not policy.exists():
@@ -185,7 +173,7 @@ def _skopeo(args: list[str], ref: Ref, options: FetchOptions, work: Path, timeou
 
 def resolve(ref: Ref, options: FetchOptions, work: Path, timeout: float = TIMEOUT) -> tuple[str, bytes]:
     """The digest of the manifest *ref* names now, and its bytes (one ``skopeo inspect --raw``)."""
-    out = _skopeo(["inspect", "--raw", *access(options), ref.skopeo()], ref, options, work, timeout)
+    out = _skopeo(["inspect", "--raw", *options.access_args(), ref.skopeo()], ref, options, work, timeout)
     return sha256(out.stdout), out.stdout
 
 
@@ -195,7 +183,7 @@ def push(document: bytes, title: str, generation: int, ref: Ref, options: FetchO
     with tempfile.TemporaryDirectory(prefix="extvisor-publish-") as tmp:
         work = Path(tmp)
         digest = write_layout(work / "layout", document, title, generation)
-        _skopeo(["copy", "--quiet", "--preserve-digests", *access(options, "dest-"), f"oci:{work / 'layout'}:latest",
+        _skopeo(["copy", "--quiet", "--preserve-digests", *options.access_args("dest-"), f"oci:{work / 'layout'}:latest",
                  ref.skopeo()], ref, options, work, timeout)  # fmt: skip
     return digest
 
@@ -203,7 +191,7 @@ def push(document: bytes, title: str, generation: int, ref: Ref, options: FetchO
 def copy(src: Ref, dest: Ref, options: FetchOptions, timeout: float = TIMEOUT) -> None:
     """Registry to registry, bytes unchanged (the promotion of a tested document)."""
     with tempfile.TemporaryDirectory(prefix="extvisor-copy-") as tmp:
-        _skopeo(["copy", "--quiet", "--preserve-digests", *access(options, "src-"), *access(options, "dest-"),
+        _skopeo(["copy", "--quiet", "--preserve-digests", *options.access_args("src-"), *options.access_args("dest-"),
                  src.skopeo(), dest.skopeo()], src, options, Path(tmp), timeout)  # fmt: skip
 
 
@@ -216,7 +204,7 @@ def pull(ref: Ref, options: FetchOptions, work: Path, digest: str = "", timeout:
     source = by_digest(ref, digest) if digest else ref
     dest = Path(tempfile.mkdtemp(prefix="artifact-", dir=work))
     try:
-        _skopeo(["copy", "--quiet", "--preserve-digests", *access(options, "src-"), source.skopeo(), f"dir:{dest}"],
+        _skopeo(["copy", "--quiet", "--preserve-digests", *options.access_args("src-"), source.skopeo(), f"dir:{dest}"],
                 source, options, work, timeout)  # fmt: skip
         raw = (dest / "manifest.json").read_bytes()
         got = sha256(raw)
@@ -281,6 +269,6 @@ def sign_digest(ref: Ref, digest: str, key: Any, options: FetchOptions) -> str:
         layers.append((body, {cosign.SIGNATURE_ANNOTATION: signature}))
         cosign.signature_layout(work / "layout", tag, layers)
         target = Ref("docker", f"{repo}:{tag}", f"docker://{repo}:{tag}")
-        _skopeo(["copy", "--quiet", "--preserve-digests", *access(options, "dest-"), f"oci:{work / 'layout'}:{tag}",
+        _skopeo(["copy", "--quiet", "--preserve-digests", *options.access_args("dest-"), f"oci:{work / 'layout'}:{tag}",
                  target.skopeo()], target, options, work, TIMEOUT)  # fmt: skip
     return target.given
