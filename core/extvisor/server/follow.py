@@ -303,8 +303,9 @@ class RegistrySource:
             raise Transient(str(exc)) from None
 
     def _tmp(self) -> Path:
-        self.work.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return self.work
+        from extvisor.shared.dirs import private_dir
+
+        return private_dir(self.work, "fetching a followed document")
 
     def fetch(self, digest: str) -> Fetched:
         from extvisor.extensions import artifact
