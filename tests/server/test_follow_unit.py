@@ -56,13 +56,8 @@ class Engine:
 
 
 @pytest.fixture
-def errors(monkeypatch: pytest.MonkeyPatch) -> tuple[type[Exception], type[Exception]]:
-    try:
-        return fl.engine_errors()
-    except ImportError:  # TEMPORARY until issue 28's engine is on main
-        pair = (type("Busy", (Exception,), {}), type("DocumentError", (Exception,), {}))
-        monkeypatch.setattr(fl, "engine_errors", lambda: pair)
-        return pair
+def errors() -> tuple[type[Exception], type[Exception]]:
+    return fl.engine_errors()  # the declared engine's Busy and DocumentError
 
 
 def make(tmp_path: Path, errors, **kw: Any) -> tuple[fl.Follower, Source, Engine, list[tuple[str, str]]]:  # type: ignore[no-untyped-def]
@@ -150,9 +145,9 @@ def test_a_rollback_refuses_the_digest_with_the_engines_reason(tmp_path: Path, e
 
 def test_an_invalid_document_is_refused(tmp_path: Path, errors) -> None:  # type: ignore[no-untyped-def]
     f, source, engine, _ = make(tmp_path, errors)
-    doc_error = errors[1]
-    engine.results["doc 11"] = doc_error.__new__(doc_error)
-    Exception.__init__(engine.results["doc 11"], "node.yaml:3:5: error: extensions.0.image: invalid image reference")
+    from extvisor.documents.findings import Finding
+
+    engine.results["doc 11"] = errors[1]([Finding("node.yaml", 3, 5, "error", "extensions.0.image", "invalid image reference")])
     assert check(f) == "refused"
     assert "does not validate" in f.status()["refused"][0]["reason"] and f.status()["digest"] is None
 

@@ -282,6 +282,13 @@ def _applied_text(i: dict[str, Any], remote: bool) -> str:
     if last:
         why = f": {last['reason']}" if last.get("reason") else ""
         lines.append(f"{head}last attempt: {last['result']} {_when(last['at'])} by {last['by']}{why}")
+    follow = i.get("follow")
+    if follow:
+        gen = f" (published generation {follow['generation']})" if follow.get("generation") is not None else ""
+        lines.append(f"{head}following {follow['source']} every {follow['interval']:g}s: runs {follow['digest'] or 'nothing from it yet'}{gen}")
+        lines.append(f"{head}last check: {_when(follow['checked_at'])}, tag at {follow['checked_digest'] or '-'}")
+        if follow.get("last_error"):
+            lines.append(f"{head}last error ({_when(follow['last_error_at'])}): {follow['last_error']}")
     if i["document"]:
         lines.append(i["document"].rstrip("\n"))
     return "\n".join(lines)

@@ -281,12 +281,14 @@ class Daemon:
         cfg = self.config
         if not cfg.follow:
             return None
-        if getattr(self, "declared", None) is None or self.extensions is None:
+        if self.declared is None or self.extensions is None:
             raise DaemonError("--follow needs the declared-state engine, which this daemon does not have")
         from extvisor.server.follow import Follower, RegistrySource
 
         source = RegistrySource(cfg.follow, self.extensions.options, self.extensions.policy, cfg.state_dir / "follow")
-        return Follower(cfg.follow, cfg.follow_interval, source, self.declared, cfg.state_dir, event=self._declared_event)
+        follower = Follower(cfg.follow, cfg.follow_interval, source, self.declared, cfg.state_dir, event=self._declared_event)
+        self.declared.following = follower.status  # extvisor applied shows it
+        return follower
 
     def _declared_event(self, state: str, msg: str) -> None:
         """An entry of the event stream for the node's declared state (service ``declared``)."""
@@ -345,7 +347,7 @@ class Daemon:
                 from extvisor.server.declared.routes import add_declared_routes
 
                 add_declared_routes(app, self.declared)
-            if getattr(self, "declared", None) is not None:
+            if self.declared is not None:
                 from extvisor.server.routes_follow import ConfigCollector, add_follow_routes
 
                 add_follow_routes(app, self.follower)

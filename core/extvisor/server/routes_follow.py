@@ -13,18 +13,14 @@ are refused (409) with a message naming the reference: a followed node has one s
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from extvisor.server.follow import RESULTS, Follower
+from extvisor.shared import routes
 
-#: (method, path) of the hand changes refused while following
-HAND_CHANGES = (
-    ("POST", re.compile(r"^/v1/declared/(apply|rollback)/?$")),
-    ("POST", re.compile(r"^/v1/extensions/?$")),  # routes.INSTALL
-    ("DELETE", re.compile(r"^/v1/extensions/[^/]+/?$")),  # routes.REMOVE
-)
+#: the hand changes refused while following
+HAND_CHANGES = (routes.DECLARED_APPLY, routes.DECLARED_ROLLBACK, routes.INSTALL, routes.REMOVE)
 
 
 def refusal(ref: str) -> str:
@@ -40,8 +36,7 @@ class RefuseHandChanges:
         self.follower = follower
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and any(scope.get("method") == m and p.match(scope.get("path", ""))
-                                               for m, p in HAND_CHANGES):  # fmt: skip
+        if scope.get("type") == "http" and any(r.matches(scope.get("method", ""), scope.get("path", "")) for r in HAND_CHANGES):
             body = json.dumps({"detail": refusal(self.follower.ref)}).encode()
             await send({"type": "http.response.start", "status": 409,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
@@ -51,8 +46,6 @@ class RefuseHandChanges:
 
 
 def add_follow_routes(app: Any, follower: Follower | None) -> None:
-    from extvisor.shared import routes
-
     @routes.FOLLOW.serve(app)
     async def follow() -> dict[str, Any]:
         return follower.status() if follower is not None else {"source": None}

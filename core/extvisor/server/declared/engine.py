@@ -65,6 +65,7 @@ class Declared:
         self.config_dir = config_dir
         self.files = Files(state_dir / "declared")
         self.lock = asyncio.Lock()
+        self.following: Callable[[], dict[str, Any]] | None = None  #: server/follow's status, with --follow
 
     # -- reading the node ------------------------------------------------------------------
 
@@ -124,7 +125,8 @@ class Declared:
     def applied(self, secrets: bool) -> dict[str, Any]:
         gen = self.files.current()
         out: dict[str, Any] = {"generation": None, "document": None, "applied_at": None, "applied_by": None,
-                               "previous": None, "extensions": [], "last": self.files.last()}  # fmt: skip
+                               "previous": None, "extensions": [], "last": self.files.last(),
+                               "follow": self.following() if self.following else None}  # fmt: skip
         if gen is not None:
             doc = gen["document"]
             if not secrets:
