@@ -197,7 +197,7 @@ def _build() -> click.Command:
                      help="Follow the declared state published at REF (extvisor publish): check it every "
                           "--follow-interval, verify its signature, apply it; hand changes are then refused."),
         click.Option(["--follow-interval"], default="60s", show_default=True, metavar="DURATION",
-                     envvar="EXTVISOR_FOLLOW_INTERVAL", help="How often --follow checks the tag (±20 %% jitter): 60s, 5m..."),
+                     envvar="EXTVISOR_FOLLOW_INTERVAL", help="How often --follow checks the tag (±20 % jitter): 60s, 5m..."),
     ]  # fmt: skip
     return click.Command(
         "daemon", callback=_daemon, params=params + extension_options() + _backend_options(),
