@@ -263,6 +263,21 @@ def test_a_registry_outage_changes_nothing_and_nodes_catch_up(world) -> None:  #
     w.g5 = g5
 
 
+def test_a_node_that_was_down_catches_up_when_it_starts(world) -> None:  # type: ignore[no-untyped-def]
+    w = world
+    down = w.nodes[1]
+    assert down.d.stop() == 0
+    g = release(w, document(w, alpha="1.0.0", greeting="while-down"))
+    converge(w, g, [w.nodes[0], w.nodes[2]])
+    record = json.loads((down.d.state_dir / "follow.json").read_text())
+    assert record["digest"] == w.g5 and record["refused"]  # what it runs and what it refused, kept on disk
+    down.d.start()
+    converge(w, g, [down])
+    down.wait(lambda: "beta 1.0.0 while-down" in b"".join(down.d.client.logs("ext-beta")).decode(), "beta with the new value")
+    assert down.follow()["refused"] and all(r["digest"] != g for r in down.follow()["refused"])  # refusals kept too
+    w.g5 = g
+
+
 def test_canary_first_then_stable_by_skopeo_copy(world) -> None:  # type: ignore[no-untyped-def]
     w = world
     stable, canary = w.nodes[:2], w.nodes[2:]
