@@ -1,16 +1,16 @@
 """RuncBackend: one ``runc run --detach`` per service, driven from asyncio.
 
-How a run works (measured on this machine, see the backends note §1):
+How a run works:
 
-* The container's stdout and stderr are the write end of one pipe, handed to ``runc
-  run --detach`` (runc's pass-through mode): both streams arrive in the order written. We
-  never capture runc's stdout through asyncio: the container inherits it, so a capture
-  would wait for the container to end.
-* runc keeps no exit status. While ``runc run --detach`` runs, this process is a child
-  subreaper, so when runc exits the container's init is re-parented to us; a pidfd
-  tells the loop when it exits and ``waitid`` gives the exact code or signal. The flag is
-  on only while a run is in flight: left on, every orphan of the daemon's other
-  children (containerd shims, conmon) would become our zombie.
+* The runc monitor (``monitor.py``, one small process for all of a daemon's containers,
+  started by the first daemon and outliving it as conmon does for podman) runs ``runc run
+  --detach`` itself: it is the child subreaper above each container's init, so it gets the
+  exact exit code or signal (runc keeps none), and it reads the container's one stdout+stderr
+  pipe (runc's pass-through mode: both streams in the order written) into a file.
+* The daemon reads that file from a recorded offset (``output.py``) and the exit status from
+  the monitor (or its exit file). Nothing of a container ends with the daemon: a new daemon
+  adopts it with the same PID and reads its output on where the last one stopped, and one
+  that ended meanwhile is reported with its real exit status.
 * ``runc --root <state_dir>/runc`` keeps containers private to this daemon, so
   :meth:`RuncBackend.cleanup` can remove everything listed there.
 """
@@ -18,7 +18,6 @@ How a run works (measured on this machine, see the backends note §1):
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -33,16 +32,15 @@ from extvisor.oci import fit_to_host
 from extvisor.oci.cgroups import daemon_parent, remove_cgroup_dirs
 
 from .execs import runc_exec
-from .host import READ_SIZE, _cgroups_path, _decode, _drain, _runc_error
-from .subreaper import subreaper
+from .host import _cgroups_path, _runc_error
+from .link import MonitorLink
+from .output import EXIT, OUTPUT, POSITION, OutputTail, load_position
 
 log = logging.getLogger("extvisor.runc")
 
 MARKER = ".extvisor-bundle"  # cleanup() removes only bundle dirs that carry it
 COMMAND_TIMEOUT = 30.0
-EXIT_TIMEOUT = 5.0  # how long delete() waits for a killed init, and wait() for the log's EOF
-PIPE_SIZE = 1 << 20  # a larger pipe lets a fast writer run with fewer wake-ups
-F_SETPIPE_SZ = 1031
+EXIT_TIMEOUT = 5.0  # how long delete() waits for a killed init (the monitor waits as long for the output's EOF)
 
 
 class RuncBackend:
@@ -57,6 +55,7 @@ class RuncBackend:
         self.root = Path(config.state_dir) / "runc"
         self._containers: set[RuncContainer] = set()
         self._cgroup_parents: set[str] = set()  # kept while the daemon runs (daemon_parent)
+        self.link = MonitorLink(Path(config.state_dir), self.binary)
 
     # -- running runc ----------------------------------------------------------------
 
@@ -91,13 +90,17 @@ class RuncBackend:
             raise BackendUnavailable("the runc backend needs root")
         if not hasattr(os, "pidfd_open"):
             raise BackendUnavailable("the runc backend needs Linux ≥ 5.3 (pidfd_open)")
-        self.binary = path
+        self.binary = self.link.runc = path
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            await self.runc("--version")
-        except (BackendError, OSError) as exc:
-            raise BackendUnavailable(f"{path} does not run: {exc}") from exc
-        subreaper()
+        # The monitor starts (a Python of its own, ~20 ms) while runc answers.
+        version, monitor = await asyncio.gather(self.runc("--version"), self.link.connect(), return_exceptions=True)
+        if isinstance(version, (BackendError, OSError)):
+            raise BackendUnavailable(f"{path} does not run: {version}") from version
+        if isinstance(monitor, (BackendError, OSError)):
+            raise BackendUnavailable(str(monitor)) from monitor
+        for result in (version, monitor):
+            if isinstance(result, BaseException):
+                raise result
 
     async def cleanup(self, keep: frozenset[str] = frozenset()) -> list[str]:
         listed = json.loads(await self.runc("list", "--format", "json") or "null") or []
@@ -122,7 +125,8 @@ class RuncBackend:
                     raise BackendError(f"container {cid} of an earlier run cannot be removed: {exc}") from None
         if (self.root / cid).exists():  # runc's state dir: never touch a live container's bundle
             raise BackendError(f"container {cid} already exists: delete the previous run first")
-        bundle = Path(request.state_dir) / "bundle"
+        state_dir = Path(request.state_dir)
+        bundle = state_dir / "bundle"
         shutil.rmtree(bundle, ignore_errors=True)
         bundle.mkdir(parents=True)
         (bundle / MARKER).touch()
@@ -134,53 +138,66 @@ class RuncBackend:
         del oci, request  # not held while runc runs: fifty starts at once held 4 MB, then fragments
         self._cgroup_parents.add(daemon_parent(cgroups))
         pid_file, log_file = bundle / "init.pid", bundle / "runc.log"
+        (state_dir / POSITION).unlink(missing_ok=True)  # a position belongs to one run
 
-        read_fd, write_fd = os.pipe()  # both close-on-exec: no other child inherits them
+        # The monitor runs `runc run --detach` (one runc process per start, docs/performance.md)
+        # with the container's stdout and stderr on one pipe it reads; the init is its child.
+        asked = asyncio.ensure_future(self.link.request(
+            "run", id=cid, root=str(self.root), bundle=str(bundle), pid_file=str(pid_file),
+            runc_log=str(log_file), output=str(state_dir / OUTPUT), exit=str(state_dir / EXIT),
+        ))  # fmt: skip
         try:
-            fcntl.fcntl(write_fd, F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass
-        proc = None
-        try:
-            with subreaper():
-                proc = await asyncio.create_subprocess_exec(
-                    self.binary, "--root", str(self.root), "--log", str(log_file), "--log-format", "json",
-                    "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), cid,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-                )  # fmt: skip
-                os.close(write_fd)
-                write_fd = -1  # EOF must come when the container's last process exits
-                try:
-                    rc = await asyncio.wait_for(proc.wait(), COMMAND_TIMEOUT)
-                except TimeoutError:
-                    proc.kill()
-                    rc = await proc.wait()
-        except BaseException:  # cancelled, or runc could not be started
-            if write_fd >= 0:
-                os.close(write_fd)
-            os.close(read_fd)
-            if proc is not None and proc.returncode is None:
-                # A killed create leaves cgroups and no state to delete them by: let it end.
-                try:
-                    await asyncio.wait_for(proc.wait(), COMMAND_TIMEOUT)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            answer = await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(asked)), COMMAND_TIMEOUT)
+        except BaseException as exc:  # cancelled, no answer, the monitor gone
+            # A run in flight ends anyway: wait for it, so that its container is removed, not left.
+            try:
+                late = await asyncio.wait_for(asked, COMMAND_TIMEOUT)
+                if "pid" in late:
+                    os.kill(int(late["pid"]), signal.SIGKILL)
+            except BaseException:
+                pass
             await self._forget(cid, bundle, cgroups)
+            for name in (OUTPUT, EXIT):
+                (state_dir / name).unlink(missing_ok=True)
+            if isinstance(exc, TimeoutError):
+                raise BackendError(f"runc run {cid}: no answer in {COMMAND_TIMEOUT:.0f}s") from None
             raise
-        if rc != 0:
-            said = _drain(read_fd).decode(errors="replace").strip().splitlines()
-            os.close(read_fd)
-            message = _runc_error(log_file) or (said[-1] if said else f"runc run exited with {rc}")
+        if "pid" not in answer:
+            said = (answer.get("said") or "").strip().splitlines()
+            message = answer.get("error") or _runc_error(log_file) or (
+                said[-1] if said else f"runc run exited with {answer.get('rc')}")
             if "already exists" not in message:  # else it is another run's container
                 await self._forget(cid, bundle, cgroups)
             raise BackendError(message)
+        tail = OutputTail(sink, cid, state_dir, int(answer["pid"]))
+        container = RuncContainer(self, cid, int(answer["pid"]), tail, bundle, cgroups)
+        self._containers.add(container)
+        return container
 
-        # One `runc run --detach` rather than create + start: half the runc processes per start
-        # (docs/performance.md). The init is our child by the subreaper, so an exit that comes
-        # before this line is still reaped with its status, and its output waits in the pipe.
-        pid = int(pid_file.read_text().strip())
-        container = RuncContainer(self, cid, pid, read_fd, sink, bundle, cgroups)
+    async def adopt(self, request: LaunchRequest) -> RuncContainer | None:
+        """The container an earlier daemon started for this service, still held by the monitor
+        (running, or ended while no daemon watched: then with its exit status); or None."""
+        cid, state_dir = request.service_id, Path(request.state_dir)
+        position = load_position(state_dir)
+        if position is None or not (self.root / cid).exists():
+            return None
+        pid, offset = position
+        ended = _exit_status(state_dir / EXIT)
+        if ended is None:
+            running = (await self.link.request("list")).get("containers") or {}
+            if running.get(cid) != pid:
+                return None  # not the monitor's (it died, or another run): its output is lost
+        elif ended[1] != pid:
+            return None
+        cgroups = _cgroups_path(request.oci)
+        self._cgroup_parents.add(daemon_parent(cgroups))
+        try:
+            tail = OutputTail(request.log, cid, state_dir, pid, offset)
+        except OSError as exc:
+            log.warning("%s: cannot read its output on: %s", cid, exc)
+            return None
+        container = RuncContainer(self, cid, pid, tail, state_dir / "bundle", cgroups,
+                                  ended[0] if ended else None)
         self._containers.add(container)
         return container
 
@@ -192,24 +209,16 @@ class RuncBackend:
         for container in list(self._containers):
             container.detach()
         self._containers.clear()
+        await self.link.close()
         for parent in self._cgroup_parents:  # only empty ones go: a detached container keeps its own
             remove_cgroup_dirs(parent)
 
     async def _forget(self, cid: str, bundle: Path, cgroups: str) -> None:
         """Undo a failed or cancelled create: runc usually removed the container already."""
         try:
-            pid = int((bundle / "init.pid").read_text())
-        except (OSError, ValueError):
-            pid = 0
-        try:
             await self.runc("delete", "--force", cid)
         except BackendError:
             pass
-        if pid > 0:  # a created init was re-parented to us: reap it, or it stays a zombie
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         shutil.rmtree(bundle, ignore_errors=True)
         left = remove_cgroup_dirs(cgroups)
         if left:
@@ -217,94 +226,83 @@ class RuncBackend:
 
 
 class RuncContainer:
-    """One created-and-started runc container; its init is our child."""
+    """One runc container held by the monitor: output from its file, exit from the monitor."""
 
     def __init__(
-        self, backend: RuncBackend, cid: str, pid: int, log_fd: int, sink: LogSink, bundle: Path,
-        cgroups: str,
+        self, backend: RuncBackend, cid: str, pid: int, tail: OutputTail, bundle: Path, cgroups: str,
+        ended: ExitStatus | None = None,
     ) -> None:  # fmt: skip
         self.id = cid
         self.pid = pid
         self._backend = backend
-        self._sink = sink
+        self._tail = tail
         self._bundle = bundle
+        self._state_dir = bundle.parent
         self._cgroups_path = cgroups
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[ExitStatus] = self._loop.create_future()
-        self._eof: asyncio.Future[None] = self._loop.create_future()
         self._deleting: asyncio.Task[None] | None = None
-        self._sink_failed = False
-        self._log_fd = log_fd
-        os.set_blocking(log_fd, False)
-        self._loop.add_reader(log_fd, self._on_output)
+        self._polling: asyncio.Task[None] | None = None
         self._pidfd = -1
+        backend.link.watch(cid, self._on_monitor)
+        tail.read()  # what was written while no daemon read it
+        if ended is not None:
+            self._ended(ended)
+            return
         try:
             self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
-            self._reap()
+            self._poll_exit()
         else:
-            self._loop.add_reader(self._pidfd, self._reap)
+            self._loop.add_reader(self._pidfd, self._poll_exit)
 
     def __repr__(self) -> str:
         return f"<RuncContainer {self.id} pid={self.pid}>"
 
-    # -- event loop callbacks ----------------------------------------------------------
+    # -- what the monitor says ---------------------------------------------------------
 
-    def _on_output(self) -> None:
-        try:
-            data = os.read(self._log_fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_log()
-            return
-        try:
-            self._sink.write(data)
-        except Exception:  # a broken sink must not stop the container or the loop
-            if not self._sink_failed:
-                log.exception("%s: log sink failed; output dropped", self.id)
-            self._sink_failed = True
+    def _on_monitor(self, msg: dict[str, Any]) -> None:
+        ev = msg.get("ev")
+        if ev == "out":
+            self._tail.read()
+        elif ev == "exit":
+            self._ended(ExitStatus(code=msg.get("code"), signal=msg.get("signal")))
+        elif ev == "lost":  # no monitor: the init's exit is seen by its pidfd, its status is lost
+            self._tail.read()
 
-    def _close_log(self) -> None:
-        if self._log_fd >= 0:
-            self._loop.remove_reader(self._log_fd)
-            os.close(self._log_fd)
-            self._log_fd = -1
-        if not self._eof.done():
-            self._eof.set_result(None)
-
-    def _reap(self) -> None:
-        try:
-            if self._pidfd < 0:
-                raise ChildProcessError  # gone before we could watch it
-            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
-            if info is None:
-                return  # not exited yet (a spurious wake-up)
-            status = _decode(info)
-        except ChildProcessError:
-            # Not our child, or already reaped by someone else: the status is lost.
-            log.warning("%s: init %d is not our child; exit status unknown", self.id, self.pid)
-            status = ExitStatus(code=255)
+    def _poll_exit(self) -> None:
+        """The init has exited (its pidfd says so): the monitor writes its status at once,
+        after the output; read it from the file in case the monitor's word does not come."""
         if self._pidfd >= 0:
             self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
-        if not self._exit.done():
-            self._exit.set_result(status)
+        if self._polling is None and not self._exit.done():
+            self._polling = asyncio.ensure_future(self._poll())
+
+    async def _poll(self) -> None:
+        deadline = self._loop.time() + EXIT_TIMEOUT + 3
+        while not self._exit.done():
+            ended = _exit_status(self._state_dir / EXIT)
+            if ended is not None and ended[1] == self.pid:
+                self._ended(ended[0])
+                return
+            if self._loop.time() > deadline:
+                log.warning("%s: init %d exited and the monitor wrote no exit status; exit status unknown",
+                            self.id, self.pid)
+                self._ended(ExitStatus(code=255))
+                return
+            await asyncio.sleep(0.01)
+
+    def _ended(self, status: ExitStatus) -> None:
+        if self._exit.done():
+            return
+        self._tail.read()  # the monitor wrote the exit after the last byte of output
+        self._close_pidfd()
+        self._exit.set_result(status)
 
     # -- ContainerHandle protocol ------------------------------------------------------
 
     async def wait(self) -> ExitStatus:
-        status = await asyncio.shield(self._exit)
-        # Every byte written before the exit is delivered before wait() returns.
-        try:
-            await asyncio.wait_for(asyncio.shield(self._eof), EXIT_TIMEOUT)
-        except TimeoutError:
-            log.warning("%s: output pipe still open %.0fs after exit; stopped reading", self.id, EXIT_TIMEOUT)
-            self._close_log()
-        return status
+        return await asyncio.shield(self._exit)
 
     async def signal(self, signum: int) -> None:
         if self._exit.done():
@@ -337,15 +335,17 @@ class RuncContainer:
         await asyncio.shield(self._deleting)
 
     async def _delete(self) -> None:
-        if self._pidfd >= 0 and not self._exit.done():
+        if not self._exit.done():
             # Killing init ends the whole pid namespace at once; runc delete --force would
             # poll for that every 100 ms.
+            self.kill_hard()
+            if self._pidfd < 0:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)  # detached: no pidfd, the PID is still the init's
+                except ProcessLookupError:
+                    pass
             try:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                await asyncio.wait_for(asyncio.shield(self._exit), EXIT_TIMEOUT)
+                await asyncio.wait_for(asyncio.shield(self._exit), EXIT_TIMEOUT + 3)
             except TimeoutError:
                 log.warning("%s: init %d survived SIGKILL for %.0fs", self.id, self.pid, EXIT_TIMEOUT)
         try:
@@ -354,29 +354,36 @@ class RuncContainer:
             if "does not exist" not in str(exc):
                 raise
         finally:
-            if self._exit.done():
-                try:
-                    await asyncio.wait_for(asyncio.shield(self._eof), EXIT_TIMEOUT)
-                except TimeoutError:
-                    pass
-            elif self._pidfd < 0:  # detached by close(): reap the init runc just killed
-                try:
-                    os.waitpid(self.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
             self.detach()
             self._backend._containers.discard(self)
             shutil.rmtree(self._bundle, ignore_errors=True)
+            for name in (OUTPUT, POSITION, EXIT):
+                (self._state_dir / name).unlink(missing_ok=True)
         left = remove_cgroup_dirs(self._cgroups_path)
         if left:
             raise BackendError(f"{self.id}: cgroups left after delete: {', '.join(left)}")
 
     # -- helpers -----------------------------------------------------------------------
 
-    def detach(self) -> None:
-        """Stop watching the container (the daemon closes); it keeps running."""
-        self._close_log()
+    def _close_pidfd(self) -> None:
         if self._pidfd >= 0:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = -1
+
+    def detach(self) -> None:
+        """Stop watching the container (the daemon closes); it keeps running under the monitor."""
+        self._backend.link.unwatch(self.id, self._on_monitor)
+        self._close_pidfd()
+        if self._polling is not None:
+            self._polling.cancel()
+        self._tail.close()
+
+
+def _exit_status(path: Path) -> tuple[ExitStatus, int] | None:
+    """The exit status the monitor wrote, and the PID it was of; None if not written (yet)."""
+    try:
+        data = json.loads(path.read_text())
+        return ExitStatus(code=data.get("code"), signal=data.get("signal")), int(data.get("pid") or 0)
+    except (OSError, ValueError, AttributeError):
+        return None
