@@ -1,10 +1,13 @@
-"""A daemon restart adopts the containers that still match their service files (containerd, podman),
+"""A daemon restart adopts the containers that still match their service files (runc, containerd, podman),
 replaces those whose spec changed, stops those whose file is gone; SIGTERM still stops everything."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
+import subprocess
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -20,14 +23,14 @@ from extvisor.testing import make_busybox_rootfs
 
 NS = "extvisor-adopt"
 COUNTER = "i=0; trap 'echo bye; exit 0' TERM; while :; do i=$((i+1)); echo line $i; sleep 0.02; done"
-BACKENDS = [pytest.param("containerd", marks=pytest.mark.containerd), pytest.param("podman", marks=pytest.mark.podman)]
+BACKENDS = [pytest.param("runc", marks=pytest.mark.runc), pytest.param("containerd", marks=pytest.mark.containerd), pytest.param("podman", marks=pytest.mark.podman)]
 
 
-def service(name: str, script: str, env: str = "A=1") -> str:
+def service(name: str, script: str, env: str = "A=1", restart: str = "always") -> str:
     return textwrap.dedent(f"""\
         name: {name}
         container: {{entrypoint: /bin/sh, args: ["-c", "{script}"], environment: ["{env}"]}}
-        restart: always
+        restart: {restart}
     """)  # fmt: skip
 
 
@@ -40,6 +43,7 @@ class Node:
 
     def __init__(self, daemon: DaemonProcess, containers: Callable[[], list[str]]) -> None:
         self.daemon = daemon
+        self.backend = daemon.backend
         self.containers = lambda: sorted(containers())
 
 
@@ -50,10 +54,20 @@ def _podman_containers(svc: PodmanService, state_dir: Path) -> list[str]:
     return [name.removesuffix(suffix) for name in out.split() if name.endswith(suffix)]
 
 
+def _runc_containers(state_dir: Path) -> list[str]:
+    root = state_dir / "runc" / "runc"
+    out = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True,
+                         timeout=10).stdout  # fmt: skip
+    return [c["id"] for c in json.loads(out or "null") or []]
+
+
 @pytest.fixture(params=BACKENDS)
 def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
     containerd = None
-    if request.param == "containerd":
+    if request.param == "runc":
+        d = DaemonProcess(tmp_path, backend="runc")
+        listed = lambda: _runc_containers(d.state_dir)  # noqa: E731
+    elif request.param == "containerd":
         containerd = ContainerdDaemon()
         containerd.start()
         extra = ["--containerd-address", containerd.address, "--containerd-namespace", NS]
@@ -121,3 +135,42 @@ def test_changed_spec_is_replaced_and_gone_file_stopped(node: Node):
     assert node.containers() == ["ext-count", "ext-edit"]
     assert daemon.stop() == 0
     assert node.containers() == []
+
+
+QUITTER = "trap 'echo leaving; exit 7' USR1; echo up; while :; do sleep 0.05; done"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"
+    except (OSError, IndexError):
+        return True
+
+
+def test_exit_while_away_is_reported_and_handled(node: Node):
+    """A container that ends while no daemon runs: its real status, its last lines, its policy."""
+    daemon = node.daemon
+    for name, restart in (("once", "never"), ("again", "always")):
+        make_busybox_rootfs(daemon.rootfs_dir / name)
+        (daemon.config_dir / f"{name}.yaml").write_text(service(name, QUITTER, restart=restart))
+    daemon.start()
+    once, again = (daemon.wait_state(sid, "Running") for sid in ("ext-once", "ext-again"))
+    for sid in ("ext-once", "ext-again"):
+        daemon.wait(lambda: "up" in (daemon.log_dir / f"{sid}.log").read_text(), what=f"{sid} up")
+    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    os.kill(once["pid"], signal.SIGUSR1)  # exits 7, saying so
+    os.kill(again["pid"], signal.SIGKILL)
+    daemon.wait(lambda: _gone(once["pid"]) and _gone(again["pid"]), what="both ended")
+    time.sleep(0.5)
+    daemon.socket.unlink(missing_ok=True)
+    daemon.start()
+    ended = daemon.wait_state("ext-once", "Failed")
+    msgs = [e["msg"] for e in ended["events"]]
+    assert msgs[-1].startswith('Failed running service: error running service: task "ext-once" failed: exit code 7'), msgs
+    if node.backend != "containerd":  # containerd's shim drops its FIFO, and what it held, at the exit
+        assert "leaving" in (daemon.log_dir / "ext-once.log").read_text()
+    daemon.wait(lambda: daemon.service("ext-again")["state"] == "Running" and daemon.service("ext-again")["pid"]
+                not in (None, again["pid"]), what="ext-again restarted")  # fmt: skip
+    msgs = [e["msg"] for e in daemon.service("ext-again")["events"]]
+    assert any("going to restart forever" in m and "killed by SIGKILL" in m for m in msgs), msgs
+    assert daemon.stop() == 0

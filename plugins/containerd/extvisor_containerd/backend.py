@@ -113,8 +113,10 @@ class ContainerdBackend:
             if c.is_not_found(exc):
                 return None
             raise BackendError(c.describe(exc, f"{cid}: adopting")) from None
-        if task.process.status != c.task_pb2.Status.RUNNING:
-            return None  # ended while no daemon watched: cleanup removes it, the service starts again
+        if task.process.status not in (c.task_pb2.Status.RUNNING, c.task_pb2.Status.STOPPED):
+            return None  # neither running nor ended (created, paused): cleanup removes it
+        # One that ended while no daemon watched is adopted too: the shim keeps its exit status
+        # (Tasks.Wait answers at once) and what its FIFO still holds is read to the end.
         try:
             fifo = FifoReader(Path(labels[FIFO_LABEL]), request.log, reopen=True)
         except OSError as exc:

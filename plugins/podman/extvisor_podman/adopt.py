@@ -44,8 +44,9 @@ async def adopt(backend: PodmanBackend, request: LaunchRequest) -> PodmanContain
     if labels.get(LABEL) != sid or labels.get(OWNER_LABEL) != backend.owner:
         return None  # not ours: cleanup() leaves it, launch() says so
     state = container.attrs.get("State") or {}
-    if not state.get("Running") or not state.get("Pid"):
-        return None  # ended while no daemon watched: cleanup removes it, the service starts again
+    ended = not state.get("Running") and state.get("Status") in ("exited", "stopped")
+    if not ended and (not state.get("Running") or not state.get("Pid")):
+        return None  # neither running nor ended (created, paused...): cleanup removes it
     position = load_position(Path(request.state_dir))
     if position is None or position.container != container.id:
         return None
@@ -58,6 +59,6 @@ async def adopt(backend: PodmanBackend, request: LaunchRequest) -> PodmanContain
     rootfs = Path(request.rootfs)
     litter = [rootfs / n for n in (labels.get(LITTER_LABEL) or "").split(",") if n]
     handle = PodmanContainer(backend, request, container, tail, [], litter)
-    handle.pid = int(state["Pid"])
-    handle._start_waiter()
+    handle.pid = int(state.get("Pid") or 0)
+    handle._start_waiter()  # ended while no daemon watched: conmon kept the exit code, wait() gives it
     return handle
