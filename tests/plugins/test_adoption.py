@@ -88,13 +88,21 @@ def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
 
 
 def _restart_after(daemon: DaemonProcess, sig: int, pause: float = 1.0) -> None:
-    assert daemon.stop(sig) == (0 if sig == signal.SIGUSR2 else -signal.SIGKILL)
+    """SIGKILL or SIGUSR1 (exit leaving the services), then a new daemon; SIGUSR2: the daemon
+    upgrades in place (same PID, its sockets kept), so no new process is started."""
+    if sig == signal.SIGUSR2:
+        ready = daemon.log().count("daemon ready")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(sig)
+        daemon.wait(lambda: daemon.log().count("daemon ready") > ready, timeout=30, what="the upgraded daemon")
+        return
+    assert daemon.stop(sig) == (0 if sig == signal.SIGUSR1 else -signal.SIGKILL)
     time.sleep(pause)  # the services go on writing while no daemon reads
     daemon.socket.unlink(missing_ok=True)
     daemon.start()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR2], ids=["kill", "usr2"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2], ids=["kill", "usr1", "usr2"])
 def test_restart_adopts_same_pid_no_missed_output(node: Node, sig: int):
     daemon = node.daemon
     daemon.start()

@@ -4,9 +4,11 @@ Crash safety: the backend records its containers under ``--state-dir``. A new da
 the containers an earlier one left that still match their service files
 (``runtime/adoption.py``, ``Backend.adopt``) and asks the backend to remove the others
 (``Backend.cleanup``) before it starts anything, so a service never runs twice and nothing
-is orphaned. SIGUSR2 exits leaving every service running (restart, upgrade). A lock file
-keeps two daemons off one state directory, and another (``server/files.py``) off one
-``--instance`` name, which keys the host-wide cgroups and container names.
+is orphaned. SIGUSR1 exits leaving every service running (a restart); SIGUSR2 also execs the
+new extvisor in place, passing it the API's listening sockets (an upgrade: same PID, no call
+refused; ``server/handoff.py``). A lock file keeps two daemons off one state directory, and
+another (``server/files.py``) off one ``--instance`` name, which keys the host-wide cgroups
+and container names.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from extvisor.runtime.adoption import adopt_all
 from extvisor.runtime.supervisor import Options, Supervisor
 from extvisor.server.extensions import Extensions, ExtensionSettings, InstallError
 from extvisor.server.files import DaemonError, bind_socket, lock_instance, lock_state_dir
+from extvisor.server.handoff import for_server, inherited_sockets
 from extvisor.server.logfmt import setup_logging
 from extvisor.shared import defaults
 
@@ -112,6 +115,9 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.detach = False
+        self.upgrade = False
+        self.handoff: list[tuple[str, socket.socket]] = []  #: sockets for the new daemon (SIGUSR2)
+        self.handoff_env: dict[str, str] = {}
         self._tls_context: Any = None
         self._tls_server: Any = None
         self._tls_tasks: list[asyncio.Task] = []  # type: ignore[type-arg]
@@ -120,9 +126,14 @@ class Daemon:
         self._stop.set()
 
     def request_detach(self) -> None:
-        """SIGUSR2: exit leaving every service running; the next daemon adopts them."""
+        """SIGUSR1: exit leaving every service running; the next daemon adopts them."""
         self.detach = True
         self._stop.set()
+
+    def request_upgrade(self) -> None:
+        """SIGUSR2: detach, then exec the new extvisor in place with the API's sockets."""
+        self.upgrade = True
+        self.request_detach()
 
     def _backend(self) -> Backend:
         backends = self.pm.backends()
@@ -149,6 +160,7 @@ class Daemon:
         from extvisor.server.notify import Notifier, status_text
 
         notifier = Notifier.from_env()  # first: no runtime we start may inherit NOTIFY_SOCKET
+        inherited = inherited_sockets()  # from systemd (extvisor.socket) or the daemon we replace
         for p in self.pm.problems:
             log.warning("plugin %s: %s", p.plugin, p.message)
         kinds = self.pm.condition_kinds()
@@ -192,8 +204,9 @@ class Daemon:
             sup.backend_ready = True
         self._warn_undeclared(sup)
         self.follower = self._follower()
-        listeners = self._listeners()  # TLS files and TCP ports checked before anything starts
-        sock = bind_socket(cfg.socket)  # before starting anything: a second daemon stops here
+        listeners = self._listeners(inherited.tcp)  # TLS files and TCP ports checked before anything starts
+        # before starting anything: a second daemon stops here
+        sock = inherited.api if inherited.api is not None else bind_socket(cfg.socket)
         sup.start_all()
         # FastAPI and uvicorn take ~0.2 s to import: a thread does it while the first runc processes
         # run. It begins once every first launch has spawned its runtime (one pass of the loop):
@@ -214,8 +227,8 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            log.info("stopping every service")
-            await notifier.stopping()
+            log.info("upgrading: the new daemon takes over" if self.upgrade else "stopping every service")
+            await notifier.stopping(reloading=self.upgrade)
             watcher.cancel()
             if following is not None:
                 following.cancel()
@@ -229,11 +242,16 @@ class Daemon:
             if self._tls_server is not None:
                 self._tls_server.should_exit = True
             await asyncio.gather(self._server_task, *self._tls_tasks, return_exceptions=True)
-            for listener in listeners:
-                listener.close()
             await backend.close()
-            sock.close()
-            cfg.socket.unlink(missing_ok=True)
+            if self.upgrade:  # kept open (queued connections wait) for the new daemon
+                self.handoff = [("api", sock), *(("api-tls", listener) for listener in listeners)]
+                self.handoff_env = notifier.environ()
+            else:
+                for listener in listeners:
+                    listener.close()
+                sock.close()
+                if inherited.api is None:  # else the service manager owns the path
+                    cfg.socket.unlink(missing_ok=True)
             await notifier.close()
             if instance_lock is not None:
                 instance_lock.release()
@@ -297,10 +315,11 @@ class Daemon:
         if self.sup is not None:
             self.sup.publish(ServiceEvent(service="declared", state=State(state), msg=msg))
 
-    def _listeners(self) -> list[socket.socket]:
-        """``--listen``: the TLS context and the bound TCP sockets, or a DaemonError saying why not."""
+    def _listeners(self, inherited: list[socket.socket] | None = None) -> list[socket.socket]:
+        """``--listen``: the TLS context and the bound TCP sockets, or a DaemonError saying why not.
+        TCP sockets *inherited* (socket activation, an upgrade) are served instead of binding."""
         cfg = self.config
-        if not cfg.listen:
+        if not cfg.listen and not inherited:
             return []
         given = {"--tls-cert": cfg.tls_cert, "--tls-key": cfg.tls_key, "--client-ca": cfg.client_ca}
         missing = [flag for flag, value in given.items() if value is None]
@@ -314,6 +333,8 @@ class Daemon:
             self._tls_context = tls_context(str(cfg.tls_cert), str(cfg.tls_key), str(cfg.client_ca))
         except TLSConfigError as exc:
             raise DaemonError(str(exc)) from None
+        if inherited:
+            return inherited
         socks: list[socket.socket] = []
         for address in cfg.listen:
             try:
@@ -361,12 +382,12 @@ class Daemon:
         options: dict[str, Any] = {"log_level": "warning", "lifespan": "off", "access_log": False,
                                    "timeout_graceful_shutdown": 1}  # fmt: skip
         server = Server(uvicorn.Config(unix_app(app), **options))  # the root-only socket: admin
-        self._server_task = asyncio.create_task(server.serve(sockets=[sock]))
+        self._server_task = asyncio.create_task(server.serve(sockets=[for_server(sock)]))
         if listeners:
             # A server of its own: one uvicorn Config holds one SSL context for all its sockets.
             self._tls_server = TLSServer(tls_config(app, self._tls_context, **options), self.config.max_connections,
                                          self.config.handshake_timeout)  # fmt: skip
-            self._tls_tasks = [asyncio.create_task(self._tls_server.serve(sockets=listeners))]
+            self._tls_tasks = [asyncio.create_task(self._tls_server.serve(sockets=[for_server(s) for s in listeners]))]
             log.info("API over mutual TLS on %s", ", ".join("%s:%d" % s.getsockname()[:2] for s in listeners))
         return server
 
@@ -445,10 +466,16 @@ async def main_async(config: DaemonConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGUSR2, daemon.request_detach)
+    loop.add_signal_handler(signal.SIGUSR1, daemon.request_detach)
+    loop.add_signal_handler(signal.SIGUSR2, daemon.request_upgrade)
     try:
         await daemon.run()
     except DaemonError as exc:
         log.error("%s", exc)
         return 1
+    if daemon.handoff:
+        from extvisor.server.handoff import exec_new_daemon
+
+        exec_new_daemon(daemon.handoff, daemon.handoff_env)
+        return 1  # the exec failed (said in the log)
     return 0

@@ -83,12 +83,25 @@ class Notifier:
             self.send("WATCHDOG=1")
             await asyncio.sleep(every)
 
-    async def stopping(self) -> None:
-        """Say STOPPING=1; the watchdog goes on until :meth:`close` (stopping may take a while)."""
+    async def stopping(self, reloading: bool = False) -> None:
+        """Say STOPPING=1 (or RELOADING=1: an upgrade in place follows, whose READY=1 ends it);
+        the watchdog goes on until :meth:`close` (stopping may take a while)."""
         for task in self._tasks:
             if task.get_name() != "watchdog":
                 task.cancel()
-        self.send("STOPPING=1", "STATUS=Stopping every service")
+        if reloading:
+            self.send("RELOADING=1", "STATUS=Upgrading in place; services keep running")
+        else:
+            self.send("STOPPING=1", "STATUS=Stopping every service")
+
+    def environ(self) -> dict[str, str]:
+        """The variables :meth:`from_env` took out, for the daemon that replaces this one (same PID)."""
+        env = {}
+        if self.address:
+            env["NOTIFY_SOCKET"] = self.address
+        if self.watchdog_usec:
+            env.update(WATCHDOG_USEC=str(self.watchdog_usec), WATCHDOG_PID=str(os.getpid()))
+        return env
 
     async def close(self) -> None:
         for task in self._tasks:
