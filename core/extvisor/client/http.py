@@ -25,6 +25,16 @@ SOCKET_ENV = defaults.SOCKET_ENV
 MAX_LINE = 16 * 1024 * 1024  #: longest NDJSON line accepted from a stream
 
 
+RETRIES = 3  #: a GET cut off by a daemon restart is asked again this many times
+
+
+def _cut_off(exc: BaseException) -> bool:
+    """The connection was taken, then dropped without an answer (not refused: nobody listens)."""
+    if isinstance(exc, WireError):
+        return "without answering" in str(exc)
+    return isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
+
+
 class ClientError(Exception):
     """A one-line error for the operator: daemon not running, unknown service..."""
 
@@ -51,12 +61,17 @@ class Client:
 
     def _open(self, method: str, path: str, params: dict[str, Any] | None, body: Any, timeout: float | None,
               read_timeout: Any = ...) -> Response:
-        try:
-            response = request(self.address, method, path, params, body, timeout, read_timeout)
-        except (socket.timeout, TimeoutError):
-            raise ClientError(f"the extvisor daemon at {self.socket} did not answer in time") from None
-        except (OSError, WireError) as exc:  # refused, missing socket, TLS refused, reset
-            raise self._unreachable(exc) from None
+        for attempt in range(RETRIES + 1):
+            try:
+                response = request(self.address, method, path, params, body, timeout, read_timeout)
+                break
+            except (socket.timeout, TimeoutError):
+                raise ClientError(f"the extvisor daemon at {self.socket} did not answer in time") from None
+            except (OSError, WireError) as exc:  # refused, missing socket, TLS refused, reset
+                # A daemon that went away (killed, upgrading) after taking the connection: the
+                # next one answers from the same listening socket. Only reads are asked again.
+                if method != "GET" or attempt == RETRIES or not _cut_off(exc):
+                    raise self._unreachable(exc) from None
         if response.status >= 400:
             try:
                 raw = response.read()
