@@ -31,7 +31,7 @@ RETRIES = 3  #: a GET cut off by a daemon restart is asked again this many times
 def _cut_off(exc: BaseException) -> bool:
     """The connection was taken, then dropped without an answer (not refused: nobody listens)."""
     if isinstance(exc, WireError):
-        return "without answering" in str(exc)
+        return "without answering" in str(exc) or "ended early" in str(exc)
     return isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
 
 
@@ -86,17 +86,20 @@ class Client:
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
                 timeout: float | None = ...) -> Any:  # type: ignore[assignment]
         """One call; its JSON answer, unchecked. An HTTP error becomes a :class:`ClientError` with the API's detail."""
-        response = self._open(method, path, params, body, self.timeout if timeout is ... else timeout)
-        try:
-            return response.json()
-        except (socket.timeout, TimeoutError):
-            raise ClientError(f"the extvisor daemon at {self.socket} did not answer in time") from None
-        except ValueError:
-            raise ClientError(f"the answer to {method} {path} is not JSON") from None
-        except (OSError, WireError) as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            response.close()
+        for attempt in range(RETRIES + 1):
+            response = self._open(method, path, params, body, self.timeout if timeout is ... else timeout)
+            try:
+                return response.json()
+            except (socket.timeout, TimeoutError):
+                raise ClientError(f"the extvisor daemon at {self.socket} did not answer in time") from None
+            except ValueError:
+                raise ClientError(f"the answer to {method} {path} is not JSON") from None
+            except (OSError, WireError) as exc:
+                if method != "GET" or attempt == RETRIES or not _cut_off(exc):  # see _open
+                    raise self._unreachable(exc) from None
+            finally:
+                response.close()
+        raise AssertionError("unreachable")
 
     def call(self, route: Route, params: dict[str, Any] | None = None, body: Any = None, **path: str) -> Any:
         """Call *route* (path parameters as keywords); its answer, checked against the route's shape."""
