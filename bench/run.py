@@ -1,7 +1,7 @@
 """Every benchmark in one table (as root, after ``scripts/setup.sh --dev``; about four minutes
 on 2 cores):
 
-    python bench/run.py [--json FILE] [--only cli,daemon,runc,logs,containerd,podman,extensions,build,nodes,health]
+    python bench/run.py [--json FILE] [--only cli,daemon,runc,restart,logs,containerd,podman,extensions,build,nodes,health]
 
 Each figure is measured in this run, next to what a user would otherwise type (a bare
 interpreter, runc, ctr, podman, skopeo + umoci), and printed as: figure, extvisor,
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row  # noqa: E402
 
-PARTS = ["cli", "daemon", "runc", "logs", "containerd", "podman", "extensions", "build", "nodes", "health"]
+PARTS = ["cli", "daemon", "runc", "restart", "logs", "containerd", "podman", "extensions", "build", "nodes", "health"]
 
 
 def measure(part: str) -> list[Row]:
@@ -39,6 +39,10 @@ def measure(part: str) -> list[Row]:
         return [fc.daemon_start_row()]
     if part == "runc":
         return [*fr.first_start_rows(), fr.restart_row(), *fr.fifty_rows()]
+    if part == "restart":
+        import figures_restart as fz
+
+        return [*fz.restart_rows("runc"), *fz.restart_rows("containerd")]
     if part == "logs":
         return [fr.log_latency_row(), *fr.flood_rows()]
     if part == "containerd":
