@@ -80,7 +80,39 @@ class Hammer(threading.Thread):
 
 
 def numbers(log: Path) -> list[int]:
-    return [int(n) for n in re.findall(r"^(\d+)$", log.read_text(), re.M)]
+    return parse(log.read_text())
+
+
+def parse(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^(\d+)$", text, re.M)]
+
+
+class Follower(threading.Thread):
+    """``logs -f`` of one service and ``events``, as the CLI reads them (they reconnect by themselves)."""
+
+    def __init__(self, path: Path, service_id: str) -> None:
+        super().__init__(daemon=True)
+        self.client = Client(str(path), timeout=30)
+        self.service_id = service_id
+        self.log = bytearray()
+        self.events: list[dict] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        events = threading.Thread(target=self._events, daemon=True)
+        events.start()
+        try:
+            for chunk in self.client.logs(self.service_id, tail=-1, follow=True):
+                self.log += chunk
+        except ClientError as exc:
+            self.errors.append(f"logs: {exc}")
+
+    def _events(self) -> None:
+        try:
+            for event in self.client.events(follow=True, tail=0):
+                self.events.append(event)
+        except ClientError as exc:
+            self.errors.append(f"events: {exc}")
 
 
 @pytest.fixture(params=[pytest.param("runc", marks=pytest.mark.runc),
@@ -113,6 +145,8 @@ def test_restarts_and_upgrades_unnoticed(daemon: ActivatedDaemon):
     pids = {f"ext-{n}": daemon.wait_state(f"ext-{n}", "Running")["pid"] for n in NAMES}
     hammer = Hammer(daemon.socket)
     hammer.start()
+    follower = Follower(daemon.socket, "ext-one")
+    follower.start()
     try:
         for round in range(ROUNDS):
             time.sleep(0.5)
@@ -136,4 +170,11 @@ def test_restarts_and_upgrades_unnoticed(daemon: ActivatedDaemon):
     for sid in pids:
         got = numbers(daemon.log_dir / f"{sid}.log")
         assert len(got) > 30 and got == list(range(1, len(got) + 1)), f"{sid}: lines lost or repeated"
+    seen = parse(follower.log.decode())
+    assert len(seen) > 30 and seen == list(range(1, len(seen) + 1)), "logs -f lost or repeated lines"
+    keys = [(e["service"], e["state"], e["msg"], e["ts"]) for e in follower.events]
+    assert len(keys) == len(set(keys)), "events repeated"
+    adopted = [e for e in follower.events if e["service"] == "ext-one" and e["msg"].startswith("Adopted task")]
+    assert len(adopted) == ROUNDS, [e["msg"] for e in follower.events if e["service"] == "ext-one"]
+    assert follower.errors == []
     assert daemon.stop() == 0

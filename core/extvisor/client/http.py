@@ -151,9 +151,17 @@ class Client:
         return self.call(routes.ACTION, service_id=service_id, action=action)  # type: ignore[no-any-return]
 
     def logs(self, service_id: str, tail: int = -1, follow: bool = False) -> Iterator[bytes]:
+        if follow:  # rides over daemon restarts (client/resume.py)
+            from extvisor.client.resume import follow_logs
+
+            return follow_logs(self, service_id, tail)
         return self.open(routes.LOGS, {"tail": tail, "follow": follow}, service_id=service_id)
 
     def events(self, follow: bool = True, tail: int = 0) -> Iterator[dict[str, Any]]:
+        if follow:  # rides over daemon restarts (client/resume.py)
+            from extvisor.client.resume import follow_events
+
+            return follow_events(self, tail)
         return self.lines(routes.EVENTS, {"follow": follow, "tail": tail})
 
     def stats(self) -> list[dict[str, Any]]:

@@ -269,8 +269,26 @@ class ServiceLog:
                           "log rotation]\n").encode()
         return (g if f is not None else self._generation), f, marker
 
-    async def read(self, tail: int = -1, follow: bool = False) -> AsyncIterator[bytes]:
+    async def locate(self, tail: int = -1) -> tuple[int, int] | None:
+        """Where a read of the last *tail* lines starts: (inode of the file, offset), or None
+        (no file yet). A reader that counts the bytes it got resumes with ``since`` (a daemon
+        restart): the position outlives the daemon, rotations included."""
+        opened = self._open_generations()
+        try:
+            if not opened:
+                return None
+            files = [o for _, o in opened]
+            index, offset = (len(files) - 1, _fsize(files[-1].fileno(), 0)) if tail == 0 else \
+                await asyncio.to_thread(tail_start, files, tail)
+            return os.fstat(files[index].fileno()).st_ino, offset
+        finally:
+            for _, f in opened:
+                f.close()
+
+    async def read(self, tail: int = -1, follow: bool = False, since: tuple[int, int] | None = None
+                   ) -> AsyncIterator[bytes]:  # fmt: skip
         """Yield the log from *tail* lines back (-1: all kept), then, with *follow*, new data.
+        With *since* (a position from :meth:`locate` plus the bytes read from there), from there.
 
         A follower that falls so far behind that files it had not read were rotated away
         gets a line saying how much it missed, then goes on with what is kept.
@@ -281,7 +299,11 @@ class ServiceLog:
             if not opened:
                 gen = self._generation
             else:
-                if tail == 0:
+                if since is not None:
+                    index, offset, marker = _resume([o for _, o in opened], *since)
+                    if marker:
+                        yield marker
+                elif tail == 0:
                     index, offset = len(opened) - 1, None
                 else:
                     index, offset = await _in_reader(tail_start, [o for _, o in opened], tail)
@@ -318,6 +340,22 @@ class ServiceLog:
                 other.close()
             if f is not None:
                 f.close()
+
+
+def _resume(files: list[BinaryIO], ino: int, offset: int) -> tuple[int, int, bytes]:
+    """(index, offset, marker) for *offset* bytes into the log from the start of file *ino*:
+    bytes past its end are in the next newer files (rotation keeps the order)."""
+    inos = [os.fstat(f.fileno()).st_ino for f in files]
+    if ino not in inos:
+        return 0, 0, b"[extvisor: the log was rotated past where this reader stopped; going on from the oldest kept]\n"
+    index = inos.index(ino)
+    while index < len(files) - 1:
+        size = _fsize(files[index].fileno(), 0)
+        if offset <= size:
+            break
+        offset -= size
+        index += 1
+    return index, offset, b""
 
 
 async def _read(f: BinaryIO) -> bytes:

@@ -7,8 +7,8 @@ may call it and what it answers):
     GET  /v1/services                       every service (ServiceInfo)
     GET  /v1/services/{id}                  one service, with its events
     POST /v1/services/{id}/start|stop|restart
-    GET  /v1/services/{id}/logs?tail=N&follow=true   the log, streamed
-    GET  /v1/events?follow=true&tail=N      state changes of every service, as NDJSON
+    GET  /v1/services/{id}/logs?tail=N&follow=true   the log, streamed (since=INODE:OFFSET resumes)
+    GET  /v1/events?follow=true&tail=N      state changes of every service, as NDJSON (since=TS resumes)
     GET  /v1/stats..., /metrics             the numbers: see server/metrics.py
 """
 
@@ -28,6 +28,9 @@ from extvisor.shared import routes
 from extvisor.state import ServiceEvent, ServiceInfo
 from extvisor.runtime.supervisor import Supervisor
 from extvisor.server.netaddr import global_addresses
+
+
+LOG_POSITION = "X-Extvisor-Log-Position"
 
 
 class DaemonInfo(BaseModel):
@@ -108,25 +111,34 @@ def create_app(sup: Supervisor, info: Callable[[], dict]) -> FastAPI:
         return ActionResult(id=service_id, action=action, message=f'Service "{service_id}" {word}')
 
     @routes.LOGS.serve(app)
-    async def logs(service_id: str, tail: int = -1, follow: bool = False) -> StreamingResponse:
+    async def logs(service_id: str, tail: int = -1, follow: bool = False,
+                   since: str | None = Query(None, pattern=r"^\d+:\d+$")) -> StreamingResponse:  # fmt: skip
         find(service_id)
         service_log = sup.logs[service_id]
         if not follow and not service_log.exists():
             raise HTTPException(404, f"no log kept for {service_id}: {service_log.path} and its rotated files "
                                      "do not exist (deleted?); it is recreated at the service's next output")
-        return StreamingResponse(service_log.read(tail=tail, follow=follow), media_type="text/plain")
+        # The stream's first byte is at X-Extvisor-Log-Position (inode:offset); a reader that
+        # counts what it got resumes with since= after a daemon restart.
+        start = tuple(int(x) for x in since.split(":")) if since else await service_log.locate(tail)
+        headers = {LOG_POSITION: "%d:%d" % start} if start else None
+        return StreamingResponse(service_log.read(tail=tail, follow=follow, since=start),  # type: ignore[arg-type]
+                                 media_type="text/plain", headers=headers)
 
     @routes.EVENTS.serve(app)
-    async def events(follow: bool = True, tail: int = Query(0, ge=0)) -> StreamingResponse:
+    async def events(follow: bool = True, tail: int = Query(0, ge=0), since: float | None = None) -> StreamingResponse:
         queue = sup.subscribe()  # subscribe first, so nothing falls between history and stream
 
         async def stream() -> AsyncIterator[bytes]:
             try:
-                if tail:
+                if tail or since is not None:
+                    # since: every kept event at or after that time (a reader resuming after a
+                    # daemon restart; it drops those of that instant it has already seen)
                     past: list[ServiceEvent] = []
-                    for i in all_infos(tail):
-                        past += i.events
-                    for event in sorted(past, key=lambda e: e.ts)[-tail:]:
+                    for i in all_infos(64 if since is not None else tail):
+                        past += [e for e in i.events if since is None or e.ts >= since]
+                    past.sort(key=lambda e: e.ts)
+                    for event in past if since is not None else past[-tail:]:
                         yield event.model_dump_json().encode() + b"\n"
                 while follow:
                     event = await queue.get()
