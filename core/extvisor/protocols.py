@@ -148,7 +148,8 @@ class Backend(Protocol):
     # Called after open() and before cleanup() by a daemon that finds, in its state dir, that
     # an earlier daemon ran request.service_id with this very spec. Return a handle on that
     # container if it still runs (same PID; its output from where the earlier daemon stopped
-    # reading), or None (no such container, or the backend cannot adopt): cleanup() then
+    # reading), or if it ended meanwhile with its status known (wait() answers at once, the
+    # restart policy applies), or None (no such container, or the backend cannot adopt): cleanup() then
     # removes it and the service starts afresh. A backend without the method adopts nothing.
 
     # Optional: ``async def exec(self, container: ContainerHandle, argv: Sequence[str],

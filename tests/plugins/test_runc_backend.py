@@ -82,12 +82,12 @@ async def test_missing_binary_is_unavailable(tmp_path: Path) -> None:
         await backend.open()
 
 
-async def test_no_zombies_and_subreaper_off(tmp_path: Path) -> None:
-    """After runs, no zombie child remains and the daemon is no longer a subreaper."""
+async def test_no_zombies_and_never_a_subreaper(tmp_path: Path) -> None:
+    """The monitor, not the daemon, is the inits' parent: no zombie here, never a subreaper."""
     _require_runc()
-    from extvisor.testing import Harness
+    import ctypes
 
-    from extvisor_runc.subreaper import subreaper
+    from extvisor.testing import Harness
 
     backend = RuncBackend(BackendConfig(state_dir=tmp_path / "state"))
     await backend.open()
@@ -104,8 +104,72 @@ async def test_no_zombies_and_subreaper_off(tmp_path: Path) -> None:
     finally:
         await harness.close()
         await backend.close()
-    assert not subreaper().is_set()
+    flag = ctypes.c_int(0)
+    ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+    assert flag.value == 0
     assert _zombie_children() == []
+
+
+async def test_a_new_backend_adopts_what_the_monitor_holds(tmp_path: Path) -> None:
+    """Closed (the daemon gone) and opened again: same PID, the output written meanwhile once,
+    and a container that ended meanwhile with its exit code; a kill is reported as a signal."""
+    _require_runc()
+    import asyncio
+    import signal
+
+    from extvisor.testing import CollectingSink, Harness
+
+    first = RuncBackend(BackendConfig(state_dir=tmp_path / "state"))
+    await first.open()
+    (tmp_path / "rootfs").mkdir()
+    harness = Harness(first, tmp_path / "rootfs", tmp_path / "svc")
+    counter = harness.spec("count", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.02; done")
+    quitter = harness.spec("quit", "trap 'echo bye; exit 7' USR1; while :; do sleep 0.02; done")
+    # 4 MB while no daemon reads: far more than a pipe holds, and the service never blocks
+    flood = harness.spec("flood", "sleep 0.5; yes 0123456789abcdef | head -c 4000000; echo; echo done; sleep 1000")
+    try:
+        running, sink = await harness.launch(counter)
+        ending, _ = await harness.launch(quitter)
+        flooding, flood_sink = await harness.launch(flood)
+        await asyncio.sleep(0.3)
+        await first.close()  # nothing reads now; the monitor goes on writing the output down
+        assert flood_sink.text() == ""
+        before = sink.text()
+        os.kill(ending.pid, signal.SIGUSR1)
+        await asyncio.sleep(0.5)
+        second = RuncBackend(BackendConfig(state_dir=tmp_path / "state"))
+        await second.open()
+        try:
+            again = CollectingSink()
+            adopted = await second.adopt(harness.request(counter, again))
+            ended_sink = CollectingSink()
+            ended = await second.adopt(harness.request(quitter, ended_sink))
+            assert adopted is not None and ended is not None
+            assert adopted.pid == running.pid
+            flood_again = CollectingSink()
+            flooded = await second.adopt(harness.request(flood, flood_again))
+            assert flooded is not None and flooded.pid == flooding.pid
+            for _ in range(100):
+                if flood_again.text().endswith("done\n"):
+                    break
+                await asyncio.sleep(0.05)
+            assert flood_again.text() == "0123456789abcdef\n" * 235294 + "01\ndone\n"
+            await flooded.delete()
+            assert (await asyncio.wait_for(ended.wait(), 5)).code == 7
+            assert ended_sink.text().endswith("bye\n")
+            await ended.delete()
+            await asyncio.sleep(0.2)
+            await adopted.signal(signal.SIGKILL)
+            status = await asyncio.wait_for(adopted.wait(), 10)
+            assert status.signal == signal.SIGKILL
+            numbers = [int(n) for n in (before + again.text()).split()]
+            assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 20
+            await adopted.delete()
+        finally:
+            await second.close()
+    finally:
+        await harness.close()
+        await first.close()
 
 
 def _zombie_children() -> list[str]:

@@ -95,8 +95,12 @@ def test_no_socket_no_messages_and_abstract_sockets(monkeypatch):
 
 def test_unit_file_verifies(tmp_path: Path):
     text = UNIT.read_text()
-    for line in ("Type=notify", "Restart=on-failure", "WatchdogSec="):
+    for line in ("Type=notify", "Restart=always", "WatchdogSec=", "KillMode=process", "ExecReload=/bin/kill -USR2",
+                 "Requires=extvisor.socket"):  # fmt: skip
         assert line in text
+    socket_text = UNIT.with_name("extvisor.socket").read_text()
+    for line in ("ListenStream=/run/extvisor/extvisor.sock", "SocketMode=0600", "Service=extvisor.service"):
+        assert line in socket_text
     if shutil.which("systemd-analyze") is None:
         if os.environ.get("EXTVISOR_ALLOW_SKIP") == "1":
             pytest.skip("systemd-analyze is not installed")
@@ -105,8 +109,10 @@ def test_unit_file_verifies(tmp_path: Path):
     exe = shutil.which("extvisor") or "/usr/local/bin/extvisor"
     unit = tmp_path / "extvisor.service"
     unit.write_text(text.replace("/usr/local/bin/extvisor", exe))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    assert r.returncode == 0 and "extvisor.service" not in r.stderr, r.stderr
+    (tmp_path / "extvisor.socket").write_text(socket_text)
+    r = subprocess.run(["systemd-analyze", "verify", str(unit), str(tmp_path / "extvisor.socket")],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0 and "extvisor.s" not in r.stderr, r.stderr
     bad = tmp_path / "bad.service"
     bad.write_text(text.replace("Type=notify", "Type=notifyy"))
     r = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True)

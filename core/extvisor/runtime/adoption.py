@@ -185,7 +185,7 @@ async def adopt_all(sup: Supervisor) -> list[str]:
             continue
         handle = await adopt(request)
         if handle is None:
-            reasons[service.id] = f"{sup.backend_name} cannot adopt it (it is gone, has exited, or its output is lost)"
+            reasons[service.id] = f"{sup.backend_name} cannot adopt it (it is gone, or its output or exit status is lost)"
             continue
         adopted[service.id] = Launched(handle, record.spec)
     removed = await sup.backend.cleanup(keep=frozenset(adopted))

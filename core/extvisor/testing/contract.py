@@ -312,7 +312,7 @@ class BackendContract:
         await request.log.wait_for(b"one\n")
         detach = getattr(first, "detach", None)
         if detach is not None:
-            detach()  # as a daemon leaving with SIGUSR2
+            detach()  # as a daemon leaving with SIGUSR1 or SIGUSR2
         other = backend_factory()
         await other.open()
         try:

@@ -244,6 +244,7 @@ class RuncContainer:
         self._deleting: asyncio.Task[None] | None = None
         self._polling: asyncio.Task[None] | None = None
         self._pidfd = -1
+        self._detached = False
         backend.link.watch(cid, self._on_monitor)
         tail.read()  # what was written while no daemon read it
         if ended is not None:
@@ -335,15 +336,10 @@ class RuncContainer:
         await asyncio.shield(self._deleting)
 
     async def _delete(self) -> None:
-        if not self._exit.done():
+        if not self._exit.done() and not self._detached:
             # Killing init ends the whole pid namespace at once; runc delete --force would
-            # poll for that every 100 ms.
+            # poll for that every 100 ms. (Detached, runc delete --force kills and waits.)
             self.kill_hard()
-            if self._pidfd < 0:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)  # detached: no pidfd, the PID is still the init's
-                except ProcessLookupError:
-                    pass
             try:
                 await asyncio.wait_for(asyncio.shield(self._exit), EXIT_TIMEOUT + 3)
             except TimeoutError:
@@ -373,6 +369,7 @@ class RuncContainer:
 
     def detach(self) -> None:
         """Stop watching the container (the daemon closes); it keeps running under the monitor."""
+        self._detached = True
         self._backend.link.unwatch(self.id, self._on_monitor)
         self._close_pidfd()
         if self._polling is not None:

@@ -184,9 +184,17 @@ class Monitor:
 
     def run(self, conn, req):
         rid, cid = req.get("rid"), req["id"]
-        if cid in self.containers:
-            self.send(conn, {"rid": rid, "error": "the monitor still holds container " + cid})
-            return
+        old = self.containers.get(cid)
+        if old is not None:  # a run just removed (killed by runc delete): finish it first
+            self.reap()
+            if old.status is None:
+                self.send(conn, {"rid": rid, "error": "the monitor still holds a running container " + cid})
+                return
+            if old.pipe >= 0:
+                self.sel.unregister(old.pipe)
+                os.close(old.pipe)
+                old.pipe = -1
+            self.maybe_done(old)
         pipe = out = -1
         try:
             for path in (req["exit"], req["exit"] + ".tmp"):
@@ -248,6 +256,9 @@ class Monitor:
                 pass
         except OSError:
             pass
+        self.reap()
+
+    def reap(self):
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
