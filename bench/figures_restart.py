@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Row
+from common import ROOT, DaemonProcess, Row, all_running, write_services
 
 sys.path.insert(0, str(ROOT / "tests" / "server"))
 
@@ -82,3 +82,19 @@ def restart_rows(backend: str = "runc", rounds: int = 10) -> list[Row]:
             if containerd is not None:
                 containerd.stop()
     return rows
+
+
+def monitor_rows(n: int = 50) -> list[Row]:
+    """What holding n containers costs: the one runc monitor's RSS, against n Pythons of its size."""
+    with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
+        d = DaemonProcess(Path(tmp))
+        ids = write_services(d, n, "sleep 100000")
+        d.start()
+        try:
+            d.wait(lambda: all_running(d, ids), timeout=300, what=f"{n} services running")
+            monitor = int((d.state_dir / "runc" / "monitor.log").read_text().split("monitor ")[1].split()[0])
+            rss = _rss_mb(monitor)
+        finally:
+            d.stop()
+    return [Row(f"runc monitor RSS, {n} containers", rss, None, "MB", 15, kind="max",
+                note=f"a Python monitor per container would be ~{n} x this")]

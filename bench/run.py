@@ -42,7 +42,7 @@ def measure(part: str) -> list[Row]:
     if part == "restart":
         import figures_restart as fz
 
-        return [*fz.restart_rows("runc"), *fz.restart_rows("containerd")]
+        return [*fz.restart_rows("runc"), *fz.restart_rows("containerd"), *fz.monitor_rows()]
     if part == "logs":
         return [fr.log_latency_row(), *fr.flood_rows()]
     if part == "containerd":
