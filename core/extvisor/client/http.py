@@ -44,6 +44,8 @@ def default_socket() -> str:
 
 
 class Client:
+    errors = (ClientError,)  #: what a call raises (client/resume.py catches it without importing us)
+
     def __init__(self, socket_path: str | None = None, timeout: float = defaults.CLIENT_TIMEOUT,
                  address: Address | None = None):  # fmt: skip
         self.address = address or Address(unix=socket_path or default_socket())

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from extvisor.client.wire import WireError
 
-if TYPE_CHECKING:
-    from extvisor.client.http import Client
+Client = Any  # extvisor.client.http.Client, which imports this module
 
 PATIENCE = 30.0  #: seconds a follower waits for the next daemon
 LOG_POSITION = "x-extvisor-log-position"
@@ -28,12 +27,10 @@ LOG_POSITION = "x-extvisor-log-position"
 
 def _reopen(client: Client, path: str, params: dict[str, Any], since: float | None) -> Any:
     """The stream's response; once a stream has run (*since* set), retried until PATIENCE is spent."""
-    from extvisor.client.http import ClientError
-
     while True:
         try:
             return client._open("GET", path, params, None, client.timeout, read_timeout=None)
-        except ClientError:
+        except client.errors:
             if since is None or time.monotonic() - since > PATIENCE:
                 raise
             time.sleep(0.1)
