@@ -166,6 +166,7 @@ class DashboardApp(ServiceKeys, App[None]):
     @work(group="events", exit_on_error=False)
     async def stream_events(self, view: NodeView) -> None:
         delay = 0.5
+        retried = False
         while True:
             try:
                 async with view.feed.events() as events:
@@ -173,7 +174,7 @@ class DashboardApp(ServiceKeys, App[None]):
                     daemon = await view.feed.daemon()
                     services = await view.feed.services()
                     self.online(view, daemon, services)
-                    delay = 0.5
+                    delay, retried = 0.5, False
                     async for event in events:
                         self.on_service_event(view, event)
                 reason = "the daemon closed the event stream"
@@ -181,6 +182,11 @@ class DashboardApp(ServiceKeys, App[None]):
                 reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - a dashboard shows problems, it does not crash
                 reason = f"{type(exc).__name__}: {exc}"
+            if view.connected and not retried:
+                # A stream that ran and ended: most likely a daemon restart or upgrade, whose
+                # socket queues the call until the next daemon answers. Reconnect at once, no banner.
+                retried = True
+                continue
             self.offline(view, reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
