@@ -6,8 +6,9 @@ reader counts the bytes it got and asks the next daemon for ``since=INODE:OFFSET
 (rotations included: the daemon walks on into newer files). Events: the reader asks for
 ``since=<time of the last event>`` and drops the events of that instant it has already
 shown. A stream that ends (the daemon killed, upgraded, restarted) is opened again every
-0.1 s for up to ``PATIENCE`` seconds; with systemd's socket (or an upgrade in place) the
-connection simply waits until the new daemon answers.
+0.1 s for up to ``PATIENCE`` seconds (then the stream fails as it did before: "closed the
+stream"); with systemd's socket (or an upgrade in place) the connection simply waits until
+the new daemon answers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from extvisor.client.wire import WireError
 
 Client = Any  # extvisor.client.http.Client, which imports this module
 
-PATIENCE = 30.0  #: seconds a follower waits for the next daemon
+PATIENCE = 10.0  #: seconds a follower waits for the next daemon
 LOG_POSITION = "x-extvisor-log-position"
 
 
@@ -31,8 +32,10 @@ def _reopen(client: Client, path: str, params: dict[str, Any], since: float | No
         try:
             return client._open("GET", path, params, None, client.timeout, read_timeout=None)
         except client.errors:
-            if since is None or time.monotonic() - since > PATIENCE:
+            if since is None:
                 raise
+            if time.monotonic() - since > PATIENCE:
+                raise client.errors[0]("the extvisor daemon closed the stream (did it stop?)") from None
             time.sleep(0.1)
 
 
