@@ -35,23 +35,27 @@ ROUNDS = 10
 class ActivatedDaemon(DaemonProcess):
     """A daemon started the way systemd starts a socket-activated service."""
 
-    def __init__(self, base: Path, backend: str, extra: list[str] | None = None) -> None:
+    def __init__(self, base: Path, backend: str, extra: list[str] | None = None,
+                 tcp: socket.socket | None = None) -> None:  # fmt: skip
         super().__init__(base, backend=backend, extra=extra)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(self.socket))
         os.chmod(self.socket, 0o600)
         self.listener.listen(128)
+        self.tcp = tcp  # a TLS listener too (extvisor.socket's ListenStream=ADDRESS:PORT)
 
     def start(self, timeout: float = 20.0) -> DaemonProcess:
-        fd = self.listener.fileno()
+        fds = [s.fileno() for s in (self.listener, self.tcp) if s is not None]
 
-        def activate() -> None:  # in the child, before exec: the socket is fd 3
-            os.dup2(fd, 3)
-            os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="api")
+        def activate() -> None:  # in the child, before exec: the sockets are fds 3, 4
+            for i, fd in enumerate(fds):
+                os.dup2(fd, 3 + i)
+            os.environ.update(LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()),
+                              LISTEN_FDNAMES=":".join(["api", "api-tls"][: len(fds)]))  # fmt: skip
 
         self.stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     stdin=subprocess.DEVNULL, preexec_fn=activate, pass_fds=(3,))  # fmt: skip
+        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=self.stderr, stdin=subprocess.DEVNULL,
+                                     preexec_fn=activate, pass_fds=tuple(range(3, 3 + len(fds))))  # fmt: skip
         Client(str(self.socket), timeout=timeout).daemon()  # waits in the socket's queue
         return self
 
@@ -59,9 +63,9 @@ class ActivatedDaemon(DaemonProcess):
 class Hammer(threading.Thread):
     """Calls ``services`` every 20 ms; keeps every failure and the slowest answer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, client: Client | None = None) -> None:
         super().__init__(daemon=True)
-        self.client = Client(str(path), timeout=30)
+        self.client = client or Client(str(path), timeout=30)
         self.failures: list[str] = []
         self.calls = 0
         self.slowest = 0.0
@@ -178,3 +182,60 @@ def test_restarts_and_upgrades_unnoticed(daemon: ActivatedDaemon):
     assert len(adopted) == ROUNDS, [e["msg"] for e in follower.events if e["service"] == "ext-one"]
     assert follower.errors == []
     assert daemon.stop() == 0
+
+
+@pytest.mark.runc
+def test_tls_listener_survives_crashes_and_upgrades(tmp_path: Path):
+    """The TLS listener, passed by the socket's holder, kept across SIGKILLs and handed on by upgrades."""
+    from extvisor.client.wire import Address
+    from extvisor.remote import certs, tls
+
+    ca = certs.new_ca()
+    pki = tmp_path / "pki"
+    certs.write_pair(pki, "ca", ca)
+    certs.write_pair(pki, "server", certs.new_server(ca, ["127.0.0.1"]))
+    reader = certs.new_client(ca, ["os:reader"])
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(128)
+    port = tcp.getsockname()[1]
+    flags = ["--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.crt")]
+    daemon = ActivatedDaemon(tmp_path / "d", "runc", flags, tcp=tcp)
+    make_busybox_rootfs(daemon.rootfs_dir / "one")
+    (daemon.config_dir / "one.yaml").write_text(
+        f'name: one\ncontainer: {{entrypoint: /bin/sh, args: ["-c", "{COUNTER}"]}}\nrestart: always\n')
+    context = tls.client_context(ca.crt, reader.crt, reader.key)
+    remote = Client(address=Address(host="127.0.0.1", port=port, ssl=context, server_hostname="127.0.0.1"), timeout=30)
+    try:
+        daemon.start()
+        pid = daemon.wait_state("ext-one", "Running")["pid"]
+        assert [s["id"] for s in remote.services()] == ["ext-one"]
+        hammers = [Hammer(daemon.socket), Hammer(daemon.socket, remote)]
+        for h in hammers:
+            h.start()
+        try:
+            for round in range(4):
+                time.sleep(0.5)
+                if round % 2:
+                    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+                    daemon.start()
+                else:
+                    ready = daemon.log().count("daemon ready")
+                    assert daemon.proc is not None
+                    daemon.proc.send_signal(signal.SIGUSR2)
+                    daemon.wait(lambda: daemon.log().count("daemon ready") > ready, timeout=30, what="upgraded daemon")
+                assert daemon.wait_state("ext-one", "Running")["pid"] == pid
+            time.sleep(0.5)
+        finally:
+            for h in hammers:
+                h.done.set()
+                h.join()
+        for h in hammers:
+            assert h.failures == [] and h.calls > 40, (h.failures, h.calls)
+        assert "API over mutual TLS on 127.0.0.1:%d" % port in daemon.log()
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop()
+        daemon.listener.close()
+        tcp.close()
