@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -117,3 +118,48 @@ def test_unit_file_verifies(tmp_path: Path):
     bad.write_text(text.replace("Type=notify", "Type=notifyy"))
     r = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True)
     assert "notifyy" in r.stderr  # the check does look at the file
+
+
+@pytest.mark.runc
+@pytest.mark.parametrize("job", ["restart", "try-restart", "stop"])
+def test_exec_stop_keeps_services_on_a_restart_only(tmp_path: Path, job: str):
+    """The unit's ExecStop=, run as systemd runs it (MAINPID set, its systemctl asked for the jobs):
+    a restart job makes the daemon exit leaving its services; a stop job leaves it to the SIGTERM."""
+    from extvisor.testing import make_busybox_rootfs
+
+    line = next(x for x in UNIT.read_text().splitlines() if x.startswith("ExecStop="))
+    script = line.split("-c '", 1)[1].rsplit("'", 1)[0].replace("\\\\", "\\")  # systemd's unquoting
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemctl").write_text(f"#!/bin/sh\necho '4242 extvisor.service {job:<12} running'\n"
+                                    "echo '4243 other.service    restart      waiting'\n")  # fmt: skip
+    (fake / "systemctl").chmod(0o755)
+    d = DaemonProcess(tmp_path / "d")
+    add_service(d, "kept", """
+        name: kept
+        container: {entrypoint: /bin/sh, args: ["-c", "sleep 1000"]}
+        restart: always
+    """)
+    d.start()
+    try:
+        pid = d.wait_state("ext-kept", "Running")["pid"]
+        assert d.proc is not None
+        env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "MAINPID": str(d.proc.pid)}
+        reaper = threading.Thread(target=d.proc.wait, daemon=True)  # as systemd reaps its main process
+        reaper.start()
+        r = subprocess.run(["/bin/sh", "-c", script.replace("${MAINPID}", str(d.proc.pid))], env=env, timeout=60)
+        assert r.returncode == 0
+        if job == "stop":
+            assert d.proc.poll() is None  # the SIGTERM that follows stops everything
+            assert d.stop() == 0
+            assert not Path(f"/proc/{pid}").exists()
+            return
+        assert d.proc.wait(10) == 0  # gone, leaving the service running for the next daemon
+        assert Path(f"/proc/{pid}").exists()
+        d.socket.unlink(missing_ok=True)
+        d.start()
+        assert d.wait_state("ext-kept", "Running")["pid"] == pid
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
