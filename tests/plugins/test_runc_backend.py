@@ -215,3 +215,33 @@ async def test_cancelled_launch_leaves_nothing(tmp_path: Path) -> None:
         await harness.close()
         await backend.close()
     assert _zombie_children() == []
+
+
+async def test_a_killed_monitor_loses_statuses_not_the_backend(tmp_path: Path) -> None:
+    """The monitor SIGKILLed: its container's end is still seen (status unknown: 255, as containerd
+    says of a dead shim), and the next launch starts a new monitor."""
+    _require_runc()
+    import asyncio
+    import signal
+
+    from extvisor.testing import Harness
+
+    backend = RuncBackend(BackendConfig(state_dir=tmp_path / "state"))
+    await backend.open()
+    (tmp_path / "rootfs").mkdir()
+    harness = Harness(backend, tmp_path / "rootfs", tmp_path / "svc")
+    try:
+        running, _ = await harness.launch(harness.spec("orphan", ["/bin/sleep", "1000"]))
+        old_monitor = backend.link.monitor_pid
+        os.kill(old_monitor, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        os.kill(running.pid, signal.SIGKILL)
+        status = await asyncio.wait_for(running.wait(), 5)
+        assert status.code == 255
+        await running.delete()
+        status, out = await harness.run(harness.spec("after", "echo still here; exit 3"))
+        assert status.code == 3 and out == "still here\n"
+        assert backend.link.monitor_pid not in (0, old_monitor)
+    finally:
+        await harness.close()
+        await backend.close()

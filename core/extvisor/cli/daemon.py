@@ -202,6 +202,9 @@ def _build() -> click.Command:
     return click.Command(
         "daemon", callback=_daemon, params=params + extension_options() + _backend_options(),
         help="Run every service of the config directory, in dependency order, and serve the API.",
+        epilog="Signals: SIGTERM/SIGINT stop every service, dependents first; SIGUSR1 exits leaving them "
+               "running for the next daemon; SIGUSR2 upgrades in place (execs the installed extvisor, same "
+               "PID, API sockets kept). Sockets passed by systemd (LISTEN_FDS) replace --socket and --listen.",
     )  # fmt: skip
 
 

@@ -245,6 +245,7 @@ class RuncContainer:
         self._polling: asyncio.Task[None] | None = None
         self._pidfd = -1
         self._detached = False
+        self._orphaned = False  # its monitor went away: nobody will write its exit status
         backend.link.watch(cid, self._on_monitor)
         tail.read()  # what was written while no daemon read it
         if ended is not None:
@@ -269,6 +270,7 @@ class RuncContainer:
         elif ev == "exit":
             self._ended(ExitStatus(code=msg.get("code"), signal=msg.get("signal")))
         elif ev == "lost":  # no monitor: the init's exit is seen by its pidfd, its status is lost
+            self._orphaned = True
             self._tail.read()
 
     def _poll_exit(self) -> None:
@@ -286,7 +288,7 @@ class RuncContainer:
             if ended is not None and ended[1] == self.pid:
                 self._ended(ended[0])
                 return
-            if self._loop.time() > deadline:
+            if self._orphaned or self._loop.time() > deadline:
                 log.warning("%s: init %d exited and the monitor wrote no exit status; exit status unknown",
                             self.id, self.pid)
                 self._ended(ExitStatus(code=255))
