@@ -2,10 +2,11 @@
 
 Holds HTTP/1.1 over a Unix socket or TCP with TLS (``wire``), the API client the CLI and
 scripts use (``http``: each call a route of ``extvisor.shared.routes``, its answer checked
-against the route's shape), many nodes at once, called in parallel (``nodes``), a declared
-node's calls and waves across nodes (``declared``) and the plain-text formatting shared by
-the CLI and the dashboard (``format``, control characters shown). It must stay light, so that
-a CLI call answers fast.
+against the route's shape), followed streams that resume across daemon restarts
+(``resume``), many nodes at once, called in parallel (``nodes``), a declared node's calls
+and waves across nodes (``declared``) and the plain-text formatting shared by the CLI and
+the dashboard (``format``, control characters shown). It must stay light, so that a CLI
+call answers fast.
 
 May import: ``extvisor.remote``, ``extvisor.shared`` (the route table, the defaults),
 ``extvisor.documents`` and the plugin surface. Never ``extvisor.server``, ``extvisor.runtime``,

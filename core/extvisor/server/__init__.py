@@ -3,7 +3,8 @@
 Holds the daemon (``daemon``: wiring of plugins, backend, supervisor and API, signals,
 crash recovery), what it holds on disk while it runs (``files``: the lock, the socket, and
 ``private_dir`` for a directory no other user may change), its
-own log (``logfmt``), systemd readiness (``notify``), the FastAPI application and its
+own log (``logfmt``), systemd readiness (``notify``), API sockets passed in and handed on
+to an upgraded daemon (``handoff``), what makes its start fast (``startup``), the FastAPI application and its
 service routes (``api``), the stats routes and ``/metrics`` (``metrics``, ``prometheus``),
 the host's addresses for ``/v1/daemon`` (``netaddr``), installed extensions in a running
 daemon and their routes (``extensions``, ``routes_extensions``), a declared node's engine
