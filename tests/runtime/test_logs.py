@@ -303,3 +303,33 @@ async def test_follower_reads_every_line_across_rotations_when_kept(tmp_path: Pa
         await asyncio.sleep(0.01)
     task.cancel()
     assert b"".join(got) == b"".join(b"%09d\n" % i for i in range(2000))
+
+
+async def test_a_reader_resumes_where_it_stopped_across_rotations(tmp_path: Path) -> None:
+    """What a follower resuming after a daemon restart relies on: locate() says where a read
+    starts; that position plus the bytes read, given to a new ServiceLog on the same files (a
+    new daemon), goes on exactly there, even when files were rotated meanwhile."""
+    from extvisor.runtime.logs import ServiceLog as Log
+
+    path = tmp_path / "ext-r.log"
+    first = Log(path, max_bytes=200, backups=20)
+    first.write(b"".join(b"line %03d\n" % i for i in range(10)))
+    start = await first.locate(tail=3)
+    assert start is not None
+    got = b""
+    async for chunk in first.read(since=start):
+        got += chunk
+    assert got == b"line 007\nline 008\nline 009\n"
+    first.write(b"".join(b"line %03d\n" % i for i in range(10, 80)))  # rotates several times
+    first.close()
+    second = Log(path, max_bytes=200, backups=20)  # the next daemon
+    rest = b""
+    async for chunk in second.read(since=(start[0], start[1] + len(got))):
+        rest += chunk
+    assert rest == b"".join(b"line %03d\n" % i for i in range(10, 80))
+    gone = b""
+    async for chunk in second.read(since=(1, 0)):  # a file no longer kept: said, then the oldest kept
+        gone += chunk
+        break
+    assert gone.startswith(b"[extvisor: the log was rotated past where this reader stopped")
+    second.close()

@@ -70,6 +70,12 @@ class ServiceLog:
             self._size = os.fstat(self._fd).st_size
         except OSError as exc:  # the service still runs; its output is dropped and said so
             self._fail(exc)
+        # Backups an earlier daemon rotated are readable too (older generations: -1, -2...), so
+        # a reader resuming after a restart goes on through them.
+        kept = 0
+        while kept < backups and os.path.lexists(self._backup(kept + 1)):
+            kept += 1
+        self._gens = [0, *range(-1, -kept - 1, -1)]
 
     # -- writing -----------------------------------------------------------------------
 
