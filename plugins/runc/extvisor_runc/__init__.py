@@ -14,7 +14,7 @@ def extvisor_register_backends():
     yield BackendType(
         name="runc",
         factory=RuncBackend,
-        description="runc create/start per service; exit status as child subreaper; no daemon",
+        description="runc run per service, held by one small monitor process that outlives the daemon (exit status, output)",
         options=(BackendOption("runc-binary", "path of the runc binary", "runc"),),
     )
 
