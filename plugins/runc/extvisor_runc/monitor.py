@@ -46,6 +46,7 @@ class Container:
         self.out = out  # the output file, O_APPEND
         self.pid = 0
         self.status = None  # wait status once reaped
+        self.failing = False  # its output file refuses writes (said once)
         self.exited_at = 0.0
 
 
@@ -246,8 +247,12 @@ class Monitor:
             try:
                 view = view[os.write(c.out, view):]
             except OSError as exc:  # a full disk: this output is lost, the service goes on
-                print(f"{c.id}: writing its output failed: {exc}", file=sys.stderr, flush=True)
+                if not c.failing:
+                    print(f"{c.id}: writing its output failed: {exc}", file=sys.stderr, flush=True)
+                c.failing = True
                 break
+        else:
+            c.failing = False
         self.output(c.id)
 
     def on_signal(self, fd):
