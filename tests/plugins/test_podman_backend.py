@@ -115,7 +115,7 @@ class TestPodman(BackendContract):
         first = await harness.backend.launch(request)
         harness.handles.append(first)
         await request.log.wait_for(b"out 50\n")
-        first.detach()  # as a daemon leaving with SIGUSR2, while the counter runs
+        first.detach()  # as a daemon leaving with SIGUSR1 or SIGUSR2, while the counter runs
         before = len(request.log.data)
         other = backend_factory()
         await other.open()

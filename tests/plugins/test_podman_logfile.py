@@ -67,7 +67,7 @@ async def test_every_stop_point_resumes_exactly(tmp_path: Path) -> None:
         first = CollectingSink()
         tail = FileTail(first, "t", log, state, CID)
         await settle(first)
-        tail.detach()  # the daemon leaves (SIGUSR2) or is killed after its last write
+        tail.detach()  # the daemon leaves (SIGUSR1, SIGUSR2) or is killed after its last write
         with open(log, "ab") as f:
             f.write(data[cut:])
         second = CollectingSink()

@@ -350,7 +350,7 @@ async def test_notify_socket_under_a_long_state_dir(tmp_path: Path):
 
 
 async def test_detach_right_after_a_health_event_keeps_the_record_adoptable(make_sup):
-    """A health flip is an event whose record write waits up to a second; a detach (SIGUSR2)
+    """A health flip is an event whose record write waits up to a second; a detach (SIGUSR1, SIGUSR2)
     within it must still record the running container, or the next daemon replaces it."""
     from extvisor.runtime.adoption import load
 

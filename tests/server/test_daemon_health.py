@@ -250,9 +250,12 @@ def test_health_on_podman(tmp_path: Path, data: Path, podman_service: PodmanServ
 
 
 @pytest.mark.containerd
-def test_health_after_a_daemon_restart_that_adopts(tmp_path: Path, data: Path, containerd: ContainerdDaemon) -> None:
-    """SIGUSR2, then a new daemon adopts: same PIDs; exec checks run again, the notify
-    service is ready at once and its watchdog pings reach the new daemon."""
+@pytest.mark.parametrize("how", ["usr1", "usr2"])
+def test_health_after_a_daemon_restart_that_adopts(tmp_path: Path, data: Path, containerd: ContainerdDaemon,
+                                                   how: str) -> None:  # fmt: skip
+    """SIGUSR1 (exit leaving the services) then a new daemon, or SIGUSR2 (an upgrade in place): it
+    adopts, same PIDs; exec checks run again, the notify service is ready at once and its
+    watchdog pings reach the new daemon."""
     import signal
 
     extra = ["--containerd-address", containerd.address, "--containerd-namespace", "extvisor-health-adopt"]
@@ -266,9 +269,15 @@ def test_health_after_a_daemon_restart_that_adopts(tmp_path: Path, data: Path, c
         d.wait(lambda: health(d, "ext-late")["healthy"] and health(d, "ext-notified")["healthy"], timeout=30,
                what="both healthy")  # fmt: skip
         pids = {sid: d.service(sid)["pid"] for sid in ("ext-late", "ext-notified")}
-        assert d.stop(signal.SIGUSR2) == 0
-        d.socket.unlink(missing_ok=True)
-        d.start()
+        if how == "usr1":
+            assert d.stop(signal.SIGUSR1) == 0
+            d.socket.unlink(missing_ok=True)
+            d.start()
+        else:
+            ready = d.log().count("daemon ready")
+            assert d.proc is not None
+            d.proc.send_signal(signal.SIGUSR2)
+            d.wait(lambda: d.log().count("daemon ready") > ready, timeout=30, what="the upgraded daemon")
         for sid, pid in pids.items():
             info = d.wait_state(sid, "Running")
             said = [e["msg"] for e in info["events"]]
