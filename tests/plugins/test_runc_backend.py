@@ -245,3 +245,30 @@ async def test_a_killed_monitor_loses_statuses_not_the_backend(tmp_path: Path) -
     finally:
         await harness.close()
         await backend.close()
+
+
+def test_a_chunk_in_flight_at_a_kill_is_neither_lost_nor_repeated(tmp_path: Path) -> None:
+    """The position before the log's write says which chunk is in flight; the next reader looks
+    whether the service log took it (also when that write rotated the log)."""
+    from extvisor.runtime.logs import ServiceLog
+
+    from extvisor_runc.output import OUTPUT, POSITION, load_position
+
+    state = tmp_path / "svc"
+    state.mkdir()
+    (state / OUTPUT).write_bytes(b"1\n2\n3\n")
+    log = ServiceLog(tmp_path / "ext-x.log", max_bytes=4, backups=2)
+    log.write(b"1\n")
+    before = os.stat(log.path)
+
+    def in_flight(ino: int, size: int) -> None:
+        (state / POSITION).write_text(f"{42:10d} {2:20d} {4:20d} {ino:20d} {size:20d}\n")
+
+    in_flight(before.st_ino, before.st_size)
+    assert load_position(state, log.path) == (42, 2)  # killed before the log took "2\n": read it again
+    log.write(b"2\n")  # 4 bytes: the log rotates after this write
+    assert os.stat(str(log.path) + ".1").st_ino == before.st_ino
+    assert load_position(state, log.path) == (42, 4)  # it took it: go on after it
+    in_flight(0, 0)
+    assert load_position(state, log.path) == (42, 2)  # unknown: read again rather than skip
+    log.close()

@@ -178,7 +178,7 @@ class RuncBackend:
         """The container an earlier daemon started for this service, still held by the monitor
         (running, or ended while no daemon watched: then with its exit status); or None."""
         cid, state_dir = request.service_id, Path(request.state_dir)
-        position = load_position(state_dir)
+        position = load_position(state_dir, getattr(request.log, "path", None))
         if position is None or not (self.root / cid).exists():
             return None
         pid, offset = position

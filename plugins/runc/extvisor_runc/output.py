@@ -2,12 +2,13 @@
 last reader stopped.
 
 The monitor writes every byte of the container's pipe to ``<service state dir>/runc-output``
-at once. The daemon reads it on at each ``out`` from the monitor and, after handing a chunk to
-the service log, records how far it got in ``runc-output.pos`` (one fixed-size ``pwrite``:
-the init's PID and the offset). A new daemon reads on from there: nothing missed, nothing
-repeated (a kill between the log's write and that ``pwrite`` repeats the one chunk, as the
-podman backend's reader does). What has been read is given back to the filesystem by
-punching holes (``FALLOC_FL_PUNCH_HOLE``): the file keeps its offsets, not its blocks.
+at once. The daemon reads it on at each ``out`` from the monitor and records how far it got
+in ``runc-output.pos``, one fixed-size ``pwrite`` before and one after handing each chunk to
+the service log: before, the chunk in flight and the service log's file (inode) and size;
+after, the new offset. A new daemon reads on from there, and for a chunk left in flight (a
+kill in between) it looks whether the service log grew by it: nothing missed, nothing
+repeated. What has been read is given back to the filesystem by punching holes
+(``FALLOC_FL_PUNCH_HOLE``): the file keeps its offsets, not its blocks.
 """
 
 from __future__ import annotations
@@ -30,13 +31,35 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
-def load_position(state_dir: Path) -> tuple[int, int] | None:
-    """(init PID, offset) recorded by the last reader, or None."""
+def load_position(state_dir: Path, log_path: Path | None = None) -> tuple[int, int] | None:
+    """(init PID, offset) where the last reader stopped, or None. A chunk it left in flight
+    counts as read if the service log at *log_path* grew by it."""
     try:
-        pid, offset = (int(f) for f in (state_dir / POSITION).read_text().split())
+        pid, offset, pending, ino, size = (int(f) for f in (state_dir / POSITION).read_text().split())
     except (OSError, ValueError):
         return None
+    if pending > offset and log_path is not None and _written(log_path, ino, size, pending - offset):
+        offset = pending
     return pid, offset
+
+
+def _written(log_path: Path, ino: int, size: int, n: int) -> bool:
+    """Did the service log (inode *ino*, *size* bytes before) take the *n* bytes in flight?"""
+    if ino == 0:  # its file could not be looked at then: read the chunk again rather than skip it
+        return False
+    try:
+        current = os.stat(log_path)
+    except OSError:
+        return False
+    if current.st_ino == ino:
+        return current.st_size >= size + n
+    try:  # rotated after the write: the chunk ends the old file, now the first backup
+        old = os.stat(f"{log_path}.1")
+        if old.st_ino == ino:
+            return old.st_size >= size + n
+    except OSError:
+        pass
+    return current.st_size >= n  # the old file is gone (rotated away): the new one began with it
 
 
 class OutputTail:
@@ -47,6 +70,8 @@ class OutputTail:
         self.offset = offset
         self._punched = offset - offset % PUNCH_EVERY
         self._failed = False
+        path = getattr(sink, "path", None)  # a ServiceLog's file: where a chunk in flight would be
+        self._log_path = path if isinstance(path, Path) else None
         self._fd = os.open(state_dir / OUTPUT, os.O_RDWR | os.O_CLOEXEC)
         try:
             self._pos = os.open(state_dir / POSITION, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -66,6 +91,7 @@ class OutputTail:
                 break
             if not data:
                 break
+            self._save(len(data))
             try:
                 self.sink.write(data)
             except Exception:  # a broken sink must not stop the container or the loop
@@ -85,9 +111,17 @@ class OutputTail:
                 self._punched = self.offset
         return total
 
-    def _save(self) -> None:
+    def _save(self, in_flight: int = 0) -> None:
+        ino = size = 0
+        if in_flight and self._log_path is not None:
+            try:
+                st = os.stat(self._log_path)
+                ino, size = st.st_ino, st.st_size
+            except OSError:
+                pass
+        record = f"{self.pid:10d} {self.offset:20d} {self.offset + in_flight:20d} {ino:20d} {size:20d}\n"
         try:
-            os.pwrite(self._pos, f"{self.pid:10d} {self.offset:20d}\n".encode(), 0)
+            os.pwrite(self._pos, record.encode(), 0)
         except OSError as exc:
             log.warning("%s: cannot record its output position: %s", self.name, exc)
 
