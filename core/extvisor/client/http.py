@@ -32,7 +32,10 @@ def _cut_off(exc: BaseException) -> bool:
     """The connection was taken, then dropped without an answer (not refused: nobody listens)."""
     if isinstance(exc, WireError):
         return "without answering" in str(exc) or "ended early" in str(exc)
-    return isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
+    # Over TLS, a daemon that dies mid-handshake ends it with an EOF (a refused certificate
+    # looks the same, and is refused again: asking again costs a few handshakes).
+    return isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)) or \
+        type(exc).__name__ in ("SSLEOFError", "SSLZeroReturnError")
 
 
 class ClientError(Exception):
