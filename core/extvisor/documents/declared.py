@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from extvisor.documents.findings import Finding
 from extvisor.documents.imageverify import ImageVerification
 from extvisor.documents.imageverify import _document as verification_document
-from extvisor.documents.models import ExtensionServiceConfig
+from extvisor.documents.models import ExtensionServiceConfig, must_be
 from extvisor.documents.report import CONFIG_KIND, _describe, _errors, _finding, _finish, _prepare, _Report
 from extvisor.documents.yamlio import Parsed, parse
 
@@ -123,12 +123,7 @@ class SystemExtensionsConfig(BaseModel):
     kind: str
     extensions: list[DeclaredImage] = []
 
-    @field_validator("apiVersion")
-    @classmethod
-    def _v1alpha1(cls, value: str) -> str:
-        if value != "v1alpha1":
-            raise ValueError(f"apiVersion must be v1alpha1, not {value!r}")
-        return value
+    _v1alpha1 = field_validator("apiVersion")(classmethod(lambda cls, v: must_be("apiVersion", "v1alpha1", v)))
 
 
 @dataclass

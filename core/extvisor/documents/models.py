@@ -190,6 +190,13 @@ class ConfigFile(BaseModel):
         return value
 
 
+def must_be(name: str, expected: str, value: str) -> str:
+    """A document's ``apiVersion`` or ``kind`` field validator: *value* must be *expected*."""
+    if value != expected:
+        raise ValueError(f"{name} must be {expected}, not {value!r}")
+    return value
+
+
 class ExtensionServiceConfig(BaseModel):
     """``kind: ExtensionServiceConfig``: files and environment for the service ``name``."""
 
@@ -201,19 +208,8 @@ class ExtensionServiceConfig(BaseModel):
     configFiles: list[ConfigFile] | None = None
     environment: list[EnvEntry] | None = None
 
-    @field_validator("apiVersion")
-    @classmethod
-    def _v1alpha1(cls, value: str) -> str:
-        if value != "v1alpha1":
-            raise ValueError(f"apiVersion must be v1alpha1, not {value!r}")
-        return value
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, value: str) -> str:
-        if value != "ExtensionServiceConfig":
-            raise ValueError(f"kind must be ExtensionServiceConfig, not {value!r}")
-        return value
+    _v1alpha1 = field_validator("apiVersion")(classmethod(lambda cls, v: must_be("apiVersion", "v1alpha1", v)))
+    _kind = field_validator("kind")(classmethod(lambda cls, v: must_be("kind", "ExtensionServiceConfig", v)))
 
     @field_validator("name")
     @classmethod
