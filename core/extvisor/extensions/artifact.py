@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fetch import FetchOptions, _skopeo_message
+from .fetch import FetchOptions, inspect_raw, run_skopeo
 from .refs import Ref, RefError, parse_ref
 
 ARTIFACT_TYPE = "application/vnd.extvisor.node-state.v1+yaml"
@@ -156,25 +156,12 @@ def describe(manifest: dict[str, Any]) -> tuple[str, int | None]:
 
 
 def _skopeo(args: list[str], ref: Ref, options: FetchOptions, work: Path, timeout: float) -> subprocess.CompletedProcess[bytes]:
-    policy = work / "policy.json"
-    if not policy.exists():
-        policy.write_text(OPEN_POLICY)
-    cmd = [options.skopeo, "--policy", str(policy), *args]
-    try:
-        out = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
-    except FileNotFoundError:
-        raise RegistryError(f"{options.skopeo} not found: install skopeo (apt-get install skopeo)") from None
-    except subprocess.TimeoutExpired:
-        raise RegistryError(f"{ref}: skopeo did not answer within {timeout:g} s") from None
-    if out.returncode != 0:
-        raise RegistryError(f"{ref}: {_skopeo_message(out.stderr.decode(errors='replace'), ref, options.arch)}")
-    return out
+    return run_skopeo(args, ref, options, work, timeout, RegistryError, own_policy=True)
 
 
 def resolve(ref: Ref, options: FetchOptions, work: Path, timeout: float = TIMEOUT) -> tuple[str, bytes]:
     """The digest of the manifest *ref* names now, and its bytes (one ``skopeo inspect --raw``)."""
-    out = _skopeo(["inspect", "--raw", *options.access_args(), ref.skopeo()], ref, options, work, timeout)
-    return sha256(out.stdout), out.stdout
+    return inspect_raw(ref, options, work, timeout, RegistryError)
 
 
 def push(document: bytes, title: str, generation: int, ref: Ref, options: FetchOptions,

@@ -18,7 +18,6 @@ import json
 import os
 import queue
 import struct
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -27,7 +26,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fetch import OCI_CONFIG, OCI_MANIFEST, FetchError, FetchOptions, _policy_args, _skopeo_message
+from .fetch import OCI_CONFIG, OCI_MANIFEST, FetchOptions, run_skopeo
 from .progress import Progress, ProgressFn, nothing
 from .project import Entry
 from .refs import Ref, _split_path_suffix
@@ -261,16 +260,8 @@ def _archive(layout: Path, out: Path, epoch: int) -> None:
 
 
 def _push(layout: Path, dest: Ref, options: FetchOptions, work: Path) -> None:
-    cmd = [options.skopeo, *_policy_args(work), "copy", "--preserve-digests", "--quiet", *options.access_args("dest-"),
-           f"oci:{layout}:build", dest.skopeo()]  # fmt: skip
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=options.timeout)
-    except FileNotFoundError:
-        raise FetchError(f"{options.skopeo} not found: install skopeo (apt-get install skopeo)") from None
-    except subprocess.TimeoutExpired:
-        raise FetchError(f"pushing to {dest} took longer than {options.timeout:.0f} s") from None
-    if out.returncode != 0:
-        raise FetchError(f"pushing to {dest}: {_skopeo_message(out.stderr, dest, options.arch)}")
+    args = ["copy", "--preserve-digests", "--quiet", *options.access_args("dest-"), f"oci:{layout}:build", dest.skopeo()]
+    run_skopeo(args, dest, options, work, options.timeout)
 
 
 def build(entries: list[Entry], dest: Ref, options: FetchOptions, epoch: int, progress: ProgressFn = nothing) -> Image:

@@ -167,6 +167,39 @@ def _policy_args(work: Path) -> list[str]:
     return ["--policy", str(path)]
 
 
+def run_skopeo(args: list[str], ref: Ref, options: FetchOptions, work: Path, timeout: float | None,
+               error: type[Exception] = FetchError, own_policy: bool = False) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+    """One skopeo call that must succeed; its failure is one line, raised as *error*.
+
+    With *own_policy* skopeo's signature policy accepts anything (extvisor checks signatures
+    itself, by digest); without, the host's policy applies as for a pull.
+    """
+    if own_policy:
+        policy = work / "open-policy.json"
+        policy.write_text(POLICY)
+        cmd = [options.skopeo, "--policy", str(policy), *args]
+    else:
+        cmd = [options.skopeo, *_policy_args(work), *args]
+    try:
+        out = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    except FileNotFoundError:
+        raise error(f"{options.skopeo} not found: install skopeo (apt-get install skopeo)") from None
+    except subprocess.TimeoutExpired:
+        raise error(f"{ref}: skopeo did not answer within {timeout:g} s") from None
+    if out.returncode != 0:
+        raise error(f"{ref}: {_skopeo_message(out.stderr.decode(errors='replace'), ref, options.arch)}")
+    return out
+
+
+def inspect_raw(ref: Ref, options: FetchOptions, work: Path, timeout: float | None,
+                error: type[Exception] = FetchError) -> tuple[str, bytes]:  # fmt: skip
+    """The digest of the manifest *ref* names now (an index for a multi-platform image) and
+    its bytes: one ``skopeo inspect --raw``, nothing else fetched."""
+    access = options.access_args() if ref.transport == "docker" else []
+    out = run_skopeo(["inspect", "--raw", *access, ref.skopeo()], ref, options, work, timeout, error, own_policy=True)
+    return "sha256:" + hashlib.sha256(out.stdout).hexdigest(), out.stdout
+
+
 def fetch(ref: Ref, dest: Path, options: FetchOptions, progress: ProgressFn = nothing,
           cancel: threading.Event | None = None) -> Fetched:  # fmt: skip
     """Copy the ``linux/<arch>`` image of *ref* into the new directory *dest* and check it."""

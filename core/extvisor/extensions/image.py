@@ -46,7 +46,7 @@ class Unpacked:
         return self.check.problems
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -82,7 +82,7 @@ def unpack(ref: Ref, work: Path, options: FetchOptions, progress: ProgressFn = n
             path = Path(ref.path)
             if not path.is_file():
                 raise FetchError(f"{ref}: {path} is not a file")
-            result.digest = _sha256_file(path)
+            result.digest = sha256_file(path)
             layers = [Layer(path, "", -1, "", "tarball")]
             whiteouts = False
         else:

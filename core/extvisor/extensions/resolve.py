@@ -7,12 +7,14 @@ that carries a digest is answered without asking anyone.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
+import tempfile
+from pathlib import Path
 
-from .fetch import INDEX_TYPES, FetchError, FetchOptions, _policy_args, _skopeo_message
+from .fetch import FetchError, FetchOptions, inspect_raw
+from .image import sha256_file
 from .refs import Ref
+from .verify import platform_digest
 
 
 def digest_of(ref: Ref, options: FetchOptions, timeout: float = 60.0) -> str:
@@ -20,39 +22,19 @@ def digest_of(ref: Ref, options: FetchOptions, timeout: float = 60.0) -> str:
     if ref.transport == "docker" and "@" in ref.target:
         return ref.target.split("@", 1)[1]
     if ref.transport == "tarball":
-        h = hashlib.sha256()
         try:
-            with open(ref.path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+            return sha256_file(Path(ref.path))
         except OSError as exc:
             raise FetchError(f"{ref}: {exc.strerror}") from None
-        return "sha256:" + h.hexdigest()
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="extvisor-resolve-") as work:
-        from pathlib import Path
-
-        policy = _policy_args(Path(work))
-        args = options.access_args() if ref.transport == "docker" else []
-        cmd = [options.skopeo, *policy, "inspect", "--raw", *args, ref.skopeo()]
-        try:
-            out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise FetchError(f"{options.skopeo} not found: install skopeo (apt-get install skopeo)") from None
-        except subprocess.TimeoutExpired:
-            raise FetchError(f"{ref}: the registry did not answer within {timeout:.0f} s") from None
-    if out.returncode != 0:
-        raise FetchError(f"{ref}: {_skopeo_message(out.stderr.decode(errors='replace'), ref, options.arch)}")
-    raw = out.stdout
+        digest, raw = inspect_raw(ref, options, Path(work), timeout)
     try:
         manifest = json.loads(raw)
     except ValueError:
         raise FetchError(f"{ref}: the registry answered something that is not a manifest") from None
-    if manifest.get("mediaType") in INDEX_TYPES or (not manifest.get("mediaType") and "manifests" in manifest):
-        for entry in manifest.get("manifests") or []:
-            platform = entry.get("platform") or {}
-            if platform.get("os") == "linux" and platform.get("architecture") == options.arch:
-                return str(entry.get("digest"))
+    if "manifests" not in manifest:
+        return digest
+    found = platform_digest(raw, options.arch)  # an index: the manifest skopeo copy would pick
+    if not found:
         raise FetchError(f"no OCI image found for {options.arch} in {ref}")
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return found[0]

@@ -24,7 +24,7 @@ from typing import Any
 from extvisor.documents.findings import Finding
 from extvisor.documents.imageverify import ImageVerification, Rule, fingerprint
 
-from .fetch import INDEX_TYPES, FetchOptions, _skopeo_message
+from .fetch import INDEX_TYPES, FetchOptions, _skopeo_message, inspect_raw
 from .progress import Progress, ProgressFn, nothing
 from .refs import Ref
 
@@ -136,10 +136,7 @@ def _run(cmd: list[str], ref: Ref, options: FetchOptions) -> subprocess.Complete
 
 def resolve(ref: Ref, options: FetchOptions, work: Path) -> tuple[str, bytes]:
     """The digest of the manifest *ref* names (an index for a multi-platform image), and its bytes."""
-    out = _run([*_global(options, work), "inspect", "--raw", *options.access_args(), ref.skopeo()], ref, options)
-    if out.returncode != 0:
-        raise VerifyError(f"{ref}: cannot resolve the image: {_skopeo_message(out.stderr.decode(errors='replace'), ref, options.arch)}")
-    return "sha256:" + hashlib.sha256(out.stdout).hexdigest(), out.stdout
+    return inspect_raw(ref, options, work, _limit(options), VerifyError)
 
 
 def signature_tag(digest: str) -> str:
@@ -248,7 +245,7 @@ def check_payload(payload: bytes, digest: str, repo: str) -> str:
     return ""
 
 
-def _platform(raw: bytes, arch: str) -> list[str]:
+def platform_digest(raw: bytes, arch: str) -> list[str]:
     """The ``linux/<arch>`` manifest digest of an index (none for a manifest or no bytes)."""
     try:
         manifest = json.loads(raw) if raw else {}
@@ -273,14 +270,14 @@ def verify_signature(ref: Ref, rule: Rule, options: FetchOptions, work: Path, pr
     else:
         progress(Progress("verify", f"{rule}: resolving {ref}", ref=ref.given))
         digest, raw = resolve(ref, options, work)
-    candidates = [digest, *_platform(raw, options.arch)]
+    candidates = [digest, *platform_digest(raw, options.arch)]
     reasons: list[str] = []
     for candidate in candidates:
         progress(Progress("verify", f"{rule}: signatures of {repo}@{candidate}", ref=ref.given))
         signatures = fetch_signatures(repo, candidate, ref, options, work)
         if signatures is None and candidate == digest and not raw:
             _, raw = resolve(ref, options, work)
-            candidates += _platform(raw, options.arch)
+            candidates += platform_digest(raw, options.arch)
         if signatures is None:
             continue
         if not signatures:
