@@ -193,10 +193,10 @@ def parse_line(route: Route, line: bytes, target: str) -> Any:
         raise ClientError(f"a line of {route.method} {target} is not JSON") from None
 
 
-def checked(route: Route, answer: Any, target: str) -> Any:
-    """*answer* when it has the route's shape; a :class:`ClientError` saying what is wrong otherwise."""
+def checked(route: Route, answer: Any, target: str, error: type[Exception] = ClientError) -> Any:
+    """*answer* when it has the route's shape; an *error* saying what is wrong otherwise."""
     try:
         check(route.answer, answer)
     except ShapeError as exc:
-        raise ClientError(f"unexpected answer to {route.method} {target}: {exc}") from None
+        raise error(f"unexpected answer to {route.method} {target}: {exc}") from None
     return answer

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
+from extvisor.client.http import checked
 from extvisor.shared import defaults, routes
 from extvisor.shared.routes import Route
-from extvisor.shared.shapes import ShapeError, check
 
 
 class Unreachable(Exception):
@@ -127,11 +127,7 @@ class Feed:
 
 
 def _checked(route: Route, answer: Any, target: str) -> Any:
-    try:
-        check(route.answer, answer)
-    except ShapeError as exc:
-        raise ApiError(f"unexpected answer to {route.method} {target}: {exc}") from None
-    return answer
+    return checked(route, answer, target, ApiError)
 
 
 async def _ndjson(route: Route, target: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
