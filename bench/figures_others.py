@@ -71,3 +71,35 @@ def nodes_row() -> Row:
     one = float(re.search(r"services -n <1 node>:\s+median (\d+) ms", text).group(1)) / 1000  # type: ignore[union-attr]
     many = float(re.search(r"services -n <20 nodes>: median (\d+) ms", text).group(1)) / 1000  # type: ignore[union-attr]
     return Row("services across 20 nodes (mutual TLS, CLI)", many, one, "s", 1.5, reference_name="the same, 1 node")
+
+
+def verify_rows() -> list[Row]:
+    """An install under a publicKey rule against the same install with none (bench/bench_verify.py)."""
+    text = _script("bench_verify.py", "--repeat", "7", timeout=600)
+    plain = float(re.search(r"install, no rule\s+([\d.]+) s", text).group(1))  # type: ignore[union-attr]
+    verified = float(re.search(r"install, publicKey rule\s+([\d.]+) s", text).group(1))  # type: ignore[union-attr]
+    ratio = float(re.search(r"ratio ([\d.]+) \(goal <= 1\.1", text).group(1))  # type: ignore[union-attr]
+    return [Row("trust: seconds verification adds to an install", verified - plain, None, "s", 0.1, kind="max"),
+            Row("trust: a service start with --require-signatures", ratio, None, "x", 1.1, kind="max",
+                reference_name="the same start without it")]  # fmt: skip
+
+
+def declared_rows() -> list[Row]:
+    """`apply` of three extensions to one node and to twenty, and a no-op (bench/bench_declared.py)."""
+    text = _script("bench_declared.py", "--nodes", "20", timeout=900)
+    one = float(re.search(r"first apply, 1 node:\s+([\d.]+) s", text).group(1))  # type: ignore[union-attr]
+    many = float(re.search(r"first apply, \d+ nodes \(parallel \d+\):\s+([\d.]+) s", text).group(1))  # type: ignore[union-attr]
+    noop = float(re.search(r"no-op apply, 1 node:\s+([\d.]+) s", text).group(1))  # type: ignore[union-attr]
+    return [Row("declared: first apply, 20 nodes", many, one, "s", 2.0, reference_name="the same, 1 node"),
+            Row("declared: no-op apply, 1 node", noop, None, "s", 0.5, kind="max")]  # fmt: skip
+
+
+def follow_rows() -> list[Row]:
+    """One check of an unchanged tag; 20 daemons converging (bench/bench_follow.py)."""
+    text = _script("bench_follow.py", "--daemons", "20", "--interval", "10", timeout=900)
+    check = float(re.search(r"Follower\.check\s+([\d.]+) ms", text).group(1)) / 1000  # type: ignore[union-attr]
+    raw = float(re.search(r"skopeo inspect --raw alone\s+([\d.]+) ms", text).group(1)) / 1000  # type: ignore[union-attr]
+    intervals = float(re.search(r"\(([\d.]+) intervals; goal", text).group(1))  # type: ignore[union-attr]
+    return [Row("follow: one check of an unchanged tag, CPU", check, raw, "s", 0.05, kind="max",
+                reference_name="skopeo inspect --raw"),
+            Row("follow: 20 daemons run a new generation", intervals, None, "intervals", 2.0, kind="max")]  # fmt: skip

@@ -1,7 +1,8 @@
 """Every benchmark in one table (as root, after ``scripts/setup.sh --dev``; about four minutes
 on 2 cores):
 
-    python bench/run.py [--json FILE] [--only cli,daemon,runc,restart,logs,containerd,podman,extensions,build,nodes,health]
+    python bench/run.py [--json FILE] [--only cli,daemon,runc,restart,logs,containerd,podman,extensions,build,nodes,health,
+                                              verify,declared,follow]
 
 Each figure is measured in this run, next to what a user would otherwise type (a bare
 interpreter, runc, ctr, podman, skopeo + umoci), and printed as: figure, extvisor,
@@ -25,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row  # noqa: E402
 
-PARTS = ["cli", "daemon", "runc", "restart", "logs", "containerd", "podman", "extensions", "build", "nodes", "health"]
+PARTS = ["cli", "daemon", "runc", "restart", "logs", "containerd", "podman", "extensions", "build", "nodes", "health",
+         "verify", "declared", "follow"]
 
 
 def measure(part: str) -> list[Row]:
@@ -55,6 +57,12 @@ def measure(part: str) -> list[Row]:
         return [fo.build_row()]
     if part == "nodes":
         return [fo.nodes_row()]
+    if part == "verify":
+        return fo.verify_rows()
+    if part == "declared":
+        return fo.declared_rows()
+    if part == "follow":
+        return fo.follow_rows()
     if part == "health":
         import bench_health as bh
 
